@@ -88,8 +88,8 @@ class _CaptureHook:
     def __init__(self, owner: AdvBN):
         self.owner = owner
 
-    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.owner._capture(output)
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        return self.owner._capture(output)
 
 
 class _RootPreHook:
@@ -204,14 +204,16 @@ class AdvBN:
         self._feature = None
         self._inputs = (args, kwargs) if self.split.mode == "hook" else None
 
-    def _capture(self, output: Any) -> None:
+    def _capture(self, output: Any) -> Any:
+        """Cache the layer output; with a frozen prefix, also cut the graph there (no gradient flows upstream)."""
         if not self._active():
-            return
+            return None
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"AdvBN layer {self.split.layer!r} returned {type(output).__name__}, not a tensor: "  # type: ignore[union-attr]
                             "attach to a layer whose output is a single (N, C, H, W) or (N, T, C) tensor")
         feature_layout(output, name=f"the output of layer {self.split.layer!r}")  # type: ignore[union-attr]
         self._feature = output.detach()
+        return self._feature if self.config.freeze_prefix else None
 
     # ---------------------------------------------------------------- the attack
     @property

@@ -39,6 +39,7 @@ class DualNorm:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.route == "adv":
+            self.aux_bn.training = self.training  # mode switches may have missed the copy
             return self.aux_bn(x)
         return super().forward(x)  # type: ignore[misc]
 
@@ -106,6 +107,8 @@ def convert_dual_norm(modules: Iterable[nn.Module], *, batch_norm: bool = True,
         m.__class__ = _dual_class(type(m))
         m.aux_bn = aux
         m.route = "clean"
+        # plain torch.fx tracers keep torch.nn modules as leaves by their __module__: keep that answer
+        object.__setattr__(m, "__module__", type(m)._base_cls.__module__)
         converted.append(m)
     return converted
 
@@ -117,6 +120,7 @@ def fold_dual_norm(modules: Iterable[nn.Module]) -> list[nn.Module]:
         if isinstance(m, DualNorm):
             del m.aux_bn
             del m.route
+            m.__dict__.pop("__module__", None)
             m.__class__ = type(m)._base_cls
             folded.append(m)
     return folded

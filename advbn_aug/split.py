@@ -74,8 +74,11 @@ def resolve_layer(model: nn.Module, layer: str | int) -> str:
                      f"Pass a dotted module name (see model.named_modules()) such as: {shown}")
 
 
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
 class _SplitTracer(torch.fx.Tracer):
-    """fx tracer that keeps ``layer`` and timm's no-trace modules as leaves."""
+    """fx tracer that keeps ``layer``, norm layers and timm's no-trace modules as leaves."""
 
     def __init__(self, layer: str):
         leaf_types: tuple[type, ...] = ()
@@ -92,7 +95,7 @@ class _SplitTracer(torch.fx.Tracer):
         self.leaf_types = leaf_types
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if qualname == self.layer:
+        if qualname == self.layer or isinstance(m, _NORM_TYPES):  # norms stay swappable modules
             return True
         if self.leaf_types and isinstance(m, self.leaf_types):
             return True
