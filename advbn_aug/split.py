@@ -5,8 +5,9 @@ Two ways to run the suffix on a substituted feature:
 * ``"fx"``: the model is traced with ``torch.fx`` (with timm's leaf modules and functions) and the nodes downstream of
   the layer become a ``GraphModule`` that takes the feature as its only input. Traced twice (train and eval) because
   ``self.training`` branches are baked into a graph. Submodules are shared with the model, not copied.
-* ``"hook"``: the whole model runs with a forward hook that replaces the layer's output; the prefix runs under
-  ``no_grad``. Works for any model, costs one extra prefix forward per call.
+* ``"hook"``: the whole model runs with the layer's forward replaced by one that returns the feature; what runs
+  before the layer does so under ``no_grad``. Works for any model; costs a forward of the modules before the layer
+  (not the layer itself) per call.
 
 This module knows nothing about AdvBN.
 """
@@ -219,16 +220,17 @@ class ModelSplit:
         modes.update({m: False for m in self.prefix_modules})
         grad_was = torch.is_grad_enabled()
 
-        def substitute(module: nn.Module, inp: Any, out: Any) -> torch.Tensor:
+        def substitute(*_: Any, **__: Any) -> torch.Tensor:
             torch.set_grad_enabled(grad_was)  # the prefix ran without autograd; the suffix needs it
             return feature
 
-        handle = self.layer_module.register_forward_hook(substitute)
+        layer = self.layer_module
+        layer.forward = substitute  # skips the layer's own compute; only modules before it still run
         try:
             with _modes(modes), torch.no_grad():
                 return self.model(*args, **kwargs)
         finally:
-            handle.remove()
+            del layer.forward
 
 
 def _split_by_registration(model: nn.Module, layer: str, reason: str) -> ModelSplit:
