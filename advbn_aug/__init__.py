@@ -1,10 +1,43 @@
-"""advbn_aug: adversarial feature-statistics augmentation (AdvBN) as a plugin for timm and torchvision models."""
+"""advbn_aug: adversarial feature-statistics augmentation (AdvBN) as a plugin for timm and torchvision models.
+
+Core: :class:`AdvBN` / :func:`attach` (feature-space), :class:`Policy` (stacks image-space stages such as
+:class:`AugMix` and :class:`DeepAugment` with feature-space augmenters), :func:`evaluate_corruptions` (CIFAR-10-C /
+ImageNet-C style robustness evaluation).
+"""
 
 from .advbn import AdvBN, AdvBNConfig, attach
 from .cifar_resnet import CifarResNet, cifar_resnet, load_pretrained_cifar_resnet
 from .config import DictConfig
 from .data import load_cifar10, shared_data_dir
 from .dual_norm import DualNorm, convert_dual_norm, fold_dual_norm, routed
+from .eval import (
+    ALEXNET_ERRORS,
+    BENCHMARK_CORRUPTIONS,
+    CORRUPTIONS,
+    EXTRA_CORRUPTIONS,
+    Baseline,
+    EvalConfig,
+    EvalResult,
+    ImageNetCFolder,
+    corrupt,
+    evaluate_corruptions,
+    load_baseline,
+    load_cifar10c,
+    summarize,
+    write_report,
+)
+from .image import (
+    AlbumentationsStage,
+    AugMix,
+    AugMixBatch,
+    AugMixConfig,
+    AugMixViews,
+    DeepAugment,
+    KorniaStage,
+    train_deepaugment_net,
+)
+from .losses import augmix_criterion, jsd_consistency
+from .policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
 from .split import ModelSplit, resolve_layer, split_model
 from .stats import FeatureStats, feature_stats, perturb_stats
 
@@ -16,6 +49,13 @@ __all__ = [
     "DictConfig",
     "load_cifar10", "shared_data_dir",
     "DualNorm", "convert_dual_norm", "fold_dual_norm", "routed",
+    "ALEXNET_ERRORS", "BENCHMARK_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "Baseline", "EvalConfig",
+    "EvalResult", "ImageNetCFolder", "corrupt", "evaluate_corruptions", "load_baseline", "load_cifar10c",
+    "summarize", "write_report",
+    "AlbumentationsStage", "AugMix", "AugMixBatch", "AugMixConfig", "AugMixViews", "DeepAugment", "KorniaStage",
+    "train_deepaugment_net",
+    "augmix_criterion", "jsd_consistency",
+    "FeatureAugmenter", "Policy", "PolicyConfig", "Schedule",
     "ModelSplit", "resolve_layer", "split_model",
     "FeatureStats", "feature_stats", "perturb_stats",
 ]

@@ -14,7 +14,7 @@ __all__ = ["main"]
 
 # name -> (module, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "finetune": ("advbn_aug.finetune", "fine-tune a pretrained CIFAR ResNet with and without AdvBN and compare"),
+    "recipe": ("advbn_aug.recipe", "run a recipe: fine-tuning arms, corruption evaluation, result table"),
     "eval": ("advbn_aug.eval.command", "evaluate a model or checkpoint on clean and corrupted data"),
     "deepaugment": ("advbn_aug.image.deepaugment_cli", "train DeepAugment networks / write a DeepAugment dataset"),
 }

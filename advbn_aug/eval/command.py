@@ -1,0 +1,82 @@
+"""``advbn-aug eval``: evaluate a model or checkpoint on clean and corrupted images and write JSON, Markdown and
+PNG reports (see :func:`advbn_aug.eval.evaluate_corruptions`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .corruptions import ALL_CORRUPTIONS, DATASETS
+
+__all__ = ["add_arguments", "run"]
+
+
+def _severities(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"severities must be integers in 1..5 like '1,3,5', got {text!r}") from None
+    bad = [v for v in values if v not in range(1, 6)]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"severities must be in 1..5 (e.g. '1,2,3,4,5'), got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``eval`` flags (timm-style names)."""
+    parser.add_argument("--model", default="resnet20",
+                        help="resnet20 / resnet56 (CIFAR ResNets, pretrained unless --checkpoint) or a timm model name")
+    parser.add_argument("--checkpoint", default=None, help="state_dict file (torch.save(model.state_dict()))")
+    parser.add_argument("--num-classes", type=int, default=10, help="classes of the model head (default 10)")
+    parser.add_argument("--source", choices=("generate", "cifar10-c", "imagenet-c"), default="generate",
+                        help="generate corruptions from clean CIFAR-10 (default) or read CIFAR-10-C / ImageNet-C files")
+    parser.add_argument("--data-dir", default=None,
+                        help="generate: clean CIFAR-10 folder (default: shared data); cifar10-c / imagenet-c: the "
+                             "benchmark folder")
+    parser.add_argument("--split", default="test_lossless", choices=("test_lossless", "test", "train"),
+                        help="clean CIFAR-10 split to corrupt (default test_lossless: 1,000 lossless test images)")
+    parser.add_argument("--params", dest="dataset", choices=DATASETS, default="cifar10",
+                        help="parameter table of generated corruptions: cifar10 (32 px) or imagenet (224 px)")
+    parser.add_argument("--corruptions", default="benchmark",
+                        help="comma-separated names, or 'benchmark' (15), 'extra' (4), 'all' (19). Names: "
+                             + ", ".join(ALL_CORRUPTIONS))
+    parser.add_argument("--severities", type=_severities, default=(1, 2, 3, 4, 5), help="e.g. '1,3,5' (default all)")
+    parser.add_argument("--num-images", type=int, default=None, help="evaluate only the first N images per set")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0, help="seed of generated corruptions (default 0)")
+    parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    parser.add_argument("--no-amp", action="store_true", help="disable CUDA autocast")
+    parser.add_argument("--workers", type=int, default=0, help="data loader workers for ImageNet-C folders")
+    parser.add_argument("--baseline", default=None,
+                        help="'alexnet' (published ImageNet-C errors) or an earlier results.json, for CE / mCE")
+    parser.add_argument("--output", default="eval_output", help="report folder (default ./eval_output)")
+    parser.add_argument("--cache-dir", default=None,
+                        help="cache of generated sets (default $ADVBN_CACHE/corruptions or ~/.cache/advbn_aug/...)")
+    parser.add_argument("--no-cache", action="store_true", help="neither read nor write the corrupted-set cache")
+    parser.add_argument("--name", default=None, help="label of the model in reports (default: --model)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model, evaluate, write the reports and print the Markdown summary. Returns the exit code."""
+    from .evaluate import EvalConfig, evaluate_corruptions, load_model
+
+    try:
+        model, mean, std = load_model(args.model, args.checkpoint, args.num_classes)
+        cfg = EvalConfig(
+            corruptions=args.corruptions, severities=args.severities, source=args.source, dataset=args.dataset,
+            data_dir=args.data_dir, split=args.split, num_images=args.num_images, batch_size=args.batch_size,
+            seed=args.seed, device=args.device, amp=not args.no_amp, workers=args.workers, mean=mean, std=std,
+            cache_dir=args.cache_dir, use_cache=not args.no_cache, baseline=args.baseline, output=args.output,
+            name=args.name or args.model, progress=not args.no_progress,
+        )
+        result = evaluate_corruptions(model, config=cfg)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        print(f"advbn-aug eval: error: {err}", file=sys.stderr)
+        return 2
+    from .report import format_markdown
+
+    print(format_markdown(result))
+    print(f"reports written to {args.output}/ (results.json, results.md, heatmap.png"
+          + (", baseline.png)" if args.baseline else ")"))
+    return 0

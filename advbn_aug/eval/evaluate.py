@@ -1,0 +1,301 @@
+"""Evaluate a classifier on clean and corrupted images: :func:`evaluate_corruptions` (the API behind
+``advbn-aug eval``), its configuration :class:`EvalConfig` and its result :class:`EvalResult`.
+
+Three sources of corrupted images (``EvalConfig.source``):
+
+- ``"generate"``: corrupt clean uint8 images (given, or a CIFAR-10 split) with :mod:`advbn_aug.eval.corruptions`;
+  every (corruption, severity) set is cached on disk, keyed by its parameters and the clean images.
+- ``"cifar10-c"``: the published CIFAR-10-C ``.npy`` files in ``data_dir``.
+- ``"imagenet-c"``: the published ImageNet-C folder tree in ``data_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .corruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, check_dataset, check_severity, resolve_corruptions
+from .datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
+from .metrics import Baseline, accuracy, load_baseline, summarize
+
+__all__ = ["EvalConfig", "EvalResult", "evaluate_corruptions", "load_model", "predict", "SOURCES"]
+
+SOURCES = ("generate", "cifar10-c", "imagenet-c")
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CIFAR_RESNET = re.compile(r"^(?:cifar_)?resnet(\d+)$")
+_CIFAR_DEPTHS = (20, 56)
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one robustness evaluation; :meth:`to_dict` / :meth:`from_dict` round-trip through JSON types.
+
+    ``split`` is the CIFAR-10 split used as clean images when none are given (``"test_lossless"``: the 1,000
+    lossless test images of the shared data; ``"test"``: all 10,000). ``dataset`` picks the parameter table of
+    generated corruptions. ``mean``/``std`` normalise [0, 1] RGB inputs. ``baseline`` is ``"alexnet"`` or the path of
+    an earlier results JSON. With ``output`` set, JSON, Markdown and PNG reports are written there.
+    """
+
+    corruptions: tuple[str, ...] = BENCHMARK_CORRUPTIONS
+    severities: tuple[int, ...] = SEVERITIES
+    source: str = "generate"
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    split: str = "test_lossless"
+    num_images: int | None = None
+    batch_size: int = 256
+    seed: int = 0
+    device: str | None = None
+    amp: bool = True
+    workers: int = 0
+    mean: tuple[float, ...] = _IMAGENET_MEAN
+    std: tuple[float, ...] = _IMAGENET_STD
+    cache_dir: str | None = None
+    use_cache: bool = True
+    baseline: str | None = None
+    output: str | None = None
+    name: str = "model"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.corruptions = resolve_corruptions(self.corruptions)
+        self.severities = tuple(sorted({check_severity(s) for s in self.severities}))
+        if not self.severities:
+            raise ValueError("severities is empty: pass at least one of 1..5")
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown source {self.source!r}: choose one of {SOURCES}")
+        check_dataset(self.dataset)
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_images is not None and self.num_images < 1:
+            raise ValueError(f"num_images must be >= 1 (or None for all), got {self.num_images}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}")
+        self.mean, self.std = tuple(map(float, self.mean)), tuple(map(float, self.std))
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown EvalConfig keys {unknown}: valid keys are {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass
+class EvalResult:
+    """Accuracies of one evaluation. ``accuracy[corruption][severity]`` in [0, 1]; ``summary`` from
+    :func:`advbn_aug.eval.metrics.summarize`; ``cache_hits`` counts generated sets read from the cache."""
+
+    name: str
+    clean_accuracy: float | None
+    accuracy: dict[str, dict[int, float]]
+    summary: dict[str, Any]
+    config: dict[str, Any]
+    num_images: int
+    cache_hits: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (severity keys become strings in JSON; :meth:`from_dict` turns them back)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
+        data = dict(data)
+        data["accuracy"] = {c: {int(s): float(a) for s, a in per.items()} for c, per in data["accuracy"].items()}
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EvalResult:
+        """Read a ``results.json`` written by :func:`advbn_aug.eval.report.write_report`."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int = 10
+               ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """Build a model and its input normalisation ``(model, mean, std)``.
+
+    ``resnet20`` / ``resnet56`` are the CIFAR ResNets (akamaster pretrained weights unless ``checkpoint``; other
+    depths as ``cifar_resnet<depth>`` need a checkpoint); any other name goes to ``timm.create_model``.
+    ``checkpoint`` is a ``torch.save(model.state_dict())`` file.
+    """
+    from ..cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, cifar_resnet, load_pretrained_cifar_resnet
+
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist: pass the path of a saved state_dict")
+    match = _CIFAR_RESNET.match(name)
+    if match and (int(match.group(1)) in _CIFAR_DEPTHS or name.startswith("cifar_")):
+        depth = int(match.group(1))
+        if checkpoint is None:
+            if num_classes != 10:
+                raise ValueError(f"pretrained {name} has 10 classes, got num_classes={num_classes}: pass --checkpoint")
+            return load_pretrained_cifar_resnet(depth), CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
+        model = cifar_resnet(depth, num_classes)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        return model, CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown model {name!r}: use resnet20, resnet56 or a timm model name (timm.list_models())")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes,
+                              checkpoint_path=str(checkpoint) if checkpoint else "")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return model, tuple(cfg.get("mean", _IMAGENET_MEAN)), tuple(cfg.get("std", _IMAGENET_STD))
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available: pass --device cpu")
+    return dev
+
+
+def _batches(source: np.ndarray | torch.utils.data.DataLoader, batch_size: int) -> Iterable[tuple[Any, Any]]:
+    if isinstance(source, np.ndarray):
+        for i in range(0, len(source), batch_size):
+            yield source[i:i + batch_size], None
+    else:
+        yield from source
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: np.ndarray | torch.utils.data.DataLoader, *, batch_size: int = 256,
+            device: str | torch.device | None = None, mean: Iterable[float] = _IMAGENET_MEAN,
+            std: Iterable[float] = _IMAGENET_STD, amp: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Predicted classes ``(N,)`` for uint8 images ``(N, H, W, 3)`` (or a loader of ``(images, labels)`` batches,
+    whose labels come back second; ``None`` for arrays). Inputs go to [0, 1], then ``(x - mean) / std``; AMP
+    autocast on CUDA when ``amp``."""
+    dev = device if isinstance(device, torch.device) else _resolve_device(device)
+    model.eval().to(dev)
+    m = torch.tensor(tuple(mean), device=dev).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=dev).view(1, 3, 1, 1)
+    preds, labels = [], []
+    for xb, yb in _batches(images, batch_size):
+        x = torch.as_tensor(np.asarray(xb)).to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+        x = (x - m) / s
+        with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"):
+            logits = model(x)
+        preds.append(logits.argmax(1).cpu().numpy())
+        if yb is not None:
+            labels.append(np.asarray(yb))
+    out = np.concatenate(preds) if preds else np.zeros(0, np.int64)
+    return out, (np.concatenate(labels) if labels else None)
+
+
+def _clean_images(cfg: EvalConfig, images: np.ndarray | None, labels: np.ndarray | None
+                  ) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    if images is not None:
+        if labels is None:
+            raise ValueError("images given without labels: pass labels (int array of the same length)")
+        images, labels = np.asarray(images), np.asarray(labels).astype(np.int64)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}: convert first")
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels: pass one label per image")
+        return images, labels, None
+    if cfg.source == "imagenet-c":
+        return None, None, "no clean images given: clean accuracy and relative CE are not computed"
+    from ..data import load_cifar10
+
+    root = cfg.data_dir if cfg.source == "generate" else None
+    try:
+        x, y = load_cifar10(cfg.split, root)
+    except FileNotFoundError as err:
+        if cfg.source == "generate":
+            raise
+        return None, None, f"clean CIFAR-10 not found ({err}); clean accuracy is not computed"
+    return x, y, None
+
+
+def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, labels: np.ndarray | None = None,
+                         config: EvalConfig | None = None, **overrides: Any) -> EvalResult:
+    """Accuracy of ``model`` on clean images and every (corruption, severity) of ``config``.
+
+    Args:
+        model: a classifier taking normalised ``(N, 3, H, W)`` float batches.
+        images, labels: clean uint8 ``(N, H, W, 3)`` images and int labels ``(N,)``; default: the CIFAR-10
+            ``config.split`` (source ``"generate"``/``"cifar10-c"``). Corrupted sets are generated from them.
+        config: an :class:`EvalConfig`; ``overrides`` replace its fields (``evaluate_corruptions(m, seed=1)``).
+
+    Returns an :class:`EvalResult`; with ``config.output`` the reports are written there too.
+    """
+    cfg = dataclasses.replace(config or EvalConfig(), **overrides)
+    if cfg.source != "generate" and cfg.data_dir is None:
+        raise ValueError(f"source {cfg.source!r} needs data_dir: pass --data-dir <folder of the benchmark files>")
+    device = _resolve_device(cfg.device)
+    baseline: Baseline | None = load_baseline(cfg.baseline) if cfg.baseline else None
+    start = time.perf_counter()
+    x_clean, y_clean, note = _clean_images(cfg, images, labels)
+    notes = [note] if note else []
+    if x_clean is not None and cfg.num_images is not None:
+        x_clean, y_clean = x_clean[: cfg.num_images], y_clean[: cfg.num_images]
+    run = dict(model=model, batch_size=cfg.batch_size, device=device, mean=cfg.mean, std=cfg.std, amp=cfg.amp)
+
+    from tqdm.auto import tqdm
+
+    cells = [(c, s) for c in cfg.corruptions for s in cfg.severities]
+    bar = tqdm(total=len(cells) + (x_clean is not None), desc=f"eval {cfg.name}", unit="set", disable=not cfg.progress)
+    clean_acc = None
+    if x_clean is not None:
+        bar.set_postfix_str("clean")
+        clean_acc = accuracy(predict(images=x_clean, **run)[0], y_clean)
+        bar.update()
+    fingerprint = images_fingerprint(x_clean) if cfg.source == "generate" else None
+    table: dict[str, dict[int, float]] = {}
+    hits, n_images = 0, 0
+    for c, s in cells:
+        bar.set_postfix_str(f"{c} s{s}")
+        if cfg.source == "generate":
+            xs, hit = corrupted_set(x_clean, c, s, seed=cfg.seed, dataset=cfg.dataset, cache_dir=cfg.cache_dir,
+                                    use_cache=cfg.use_cache, fingerprint=fingerprint)
+            hits += hit
+            preds, ys = predict(images=xs, **run)[0], y_clean
+        elif cfg.source == "cifar10-c":
+            xs, ys = load_cifar10c(cfg.data_dir, c, s, cfg.num_images)
+            preds = predict(images=xs, **run)[0]
+        else:
+            folder = ImageNetCFolder(cfg.data_dir, c, s, num_images=cfg.num_images)
+            loader = torch.utils.data.DataLoader(folder, batch_size=cfg.batch_size, num_workers=cfg.workers,
+                                                 pin_memory=device.type == "cuda")
+            preds, ys = predict(images=loader, **run)
+        table.setdefault(c, {})[s] = accuracy(preds, ys)
+        n_images = max(n_images, len(preds))
+        bar.update()
+    bar.close()
+    if baseline is not None and cfg.source != "imagenet-c" and baseline.name == "alexnet":
+        notes.append("the AlexNet baseline is the published ImageNet-C table; its CE is only meaningful on ImageNet-C")
+    result = EvalResult(
+        name=cfg.name, clean_accuracy=clean_acc, accuracy=table, summary=summarize(table, clean_acc, baseline),
+        config=cfg.to_dict(), num_images=n_images if x_clean is None else len(x_clean), cache_hits=int(hits),
+        seconds=round(time.perf_counter() - start, 3), notes=notes,
+    )
+    if cfg.output:
+        from .report import write_report
+
+        write_report(result, cfg.output, baseline)
+    return result

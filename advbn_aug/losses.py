@@ -1,0 +1,66 @@
+"""AugMix's Jensen-Shannon consistency loss (Hendrycks et al., ICLR 2020, eq. 1).
+
+``JS(p_clean, p_aug1, p_aug2) = 1/K sum_k KL(p_k || M)`` with ``M`` the mean of the ``K`` predicted distributions
+(clamped to ``[1e-7, 1]`` before the log, as in the paper's code). The paper weights it by ``lambda = 12`` and adds the
+cross-entropy of the clean split only.
+
+:func:`jsd_consistency` gives the JSD term alone (the :class:`~advbn_aug.policy.Policy` weighs it separately);
+:func:`augmix_criterion` returns timm's ``JsdCrossEntropy`` (CE + 12 * JSD) with the paper's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["jsd_consistency", "augmix_criterion", "AUGMIX_JSD_WEIGHT"]
+
+AUGMIX_JSD_WEIGHT = 12.0
+
+
+def _split_logits(logits: torch.Tensor | Sequence[torch.Tensor], num_splits: int | None) -> list[torch.Tensor]:
+    if isinstance(logits, torch.Tensor):
+        if num_splits is None:
+            raise ValueError("pass num_splits with a concatenated logits tensor (e.g. 3 for clean + 2 AugMix views)")
+        if logits.dim() != 2 or num_splits < 2 or logits.shape[0] % num_splits:
+            raise ValueError(f"logits of shape {tuple(logits.shape)} cannot be split into {num_splits} equal "
+                             "views: pass (num_splits * N, K) logits ordered [clean; view1; view2; ...]")
+        return list(logits.chunk(num_splits))
+    parts = list(logits)
+    if len(parts) < 2:
+        raise ValueError(f"the JSD needs at least 2 predictions (clean + 1 view), got {len(parts)}")
+    shape = parts[0].shape
+    if any(p.shape != shape or p.dim() != 2 for p in parts):
+        raise ValueError(f"all logits must share one (N, K) shape, got {[tuple(p.shape) for p in parts]}")
+    return parts
+
+
+def jsd_consistency(logits: torch.Tensor | Sequence[torch.Tensor], num_splits: int | None = None) -> torch.Tensor:
+    """Generalised Jensen-Shannon divergence between the softmax predictions of several views.
+
+    Args:
+        logits: a sequence of ``(N, K)`` logits (clean first), or one ``(num_splits * N, K)`` tensor ordered
+            ``[clean; view1; ...]`` (what ``model(torch.cat([clean, v1, v2]))`` returns).
+        num_splits: number of views in a concatenated tensor.
+
+    Returns:
+        scalar, ``>= 0``; zero iff all views predict the same distribution. Mean over the batch.
+    """
+    parts = _split_logits(logits, num_splits)
+    probs = [F.softmax(p.float(), dim=1) for p in parts]
+    log_mixture = torch.clamp(torch.stack(probs).mean(0), 1e-7, 1.0).log()
+    return sum(F.kl_div(log_mixture, p, reduction="batchmean") for p in probs) / len(probs)
+
+
+def augmix_criterion(num_splits: int = 3, weight: float = AUGMIX_JSD_WEIGHT, smoothing: float = 0.0) -> nn.Module:
+    """timm's ``JsdCrossEntropy`` with the paper's settings (no label smoothing; timm's default is 0.1).
+
+    It expects split-ordered batches ``[clean; view1; ...]`` with ``N`` divisible by ``num_splits`` and takes the
+    cross-entropy on the clean split only. Returns a module ``(logits, targets) -> scalar``.
+    """
+    from timm.loss import JsdCrossEntropy
+
+    return JsdCrossEntropy(num_splits=num_splits, alpha=weight, smoothing=smoothing)
