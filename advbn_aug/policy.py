@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .advbn import AdvBN
 from .config import DictConfig
 from .image.augmix import AugMixBatch, AugMixConfig
 from .image.stages import as_stage, build_stage
@@ -98,7 +99,7 @@ class FeatureAugmenter(Protocol):
 class AdvBNFeature:
     """:class:`~advbn_aug.advbn.AdvBN` as a :class:`FeatureAugmenter`: its term is ``adversarial_loss``."""
 
-    def __init__(self, advbn: Any):
+    def __init__(self, advbn: AdvBN):
         self.advbn = advbn
         self.active = True
 
@@ -120,8 +121,6 @@ class AdvBNFeature:
 
 
 def _build_advbn(spec: dict[str, Any]) -> AdvBNFeature:
-    from .advbn import AdvBN
-
     return AdvBNFeature(AdvBN.from_config(spec))
 
 
@@ -141,7 +140,7 @@ def _as_feature(obj: Any) -> FeatureAugmenter:
             raise ValueError(f"unknown feature augmenter type {kind!r}; known types: {sorted(FEATURE_TYPES)} "
                              "(register new ones with advbn_aug.policy.register_feature)")
         return FEATURE_TYPES[kind](spec)
-    if type(obj).__name__ == "AdvBN" and hasattr(obj, "adversarial_loss"):
+    if isinstance(obj, AdvBN):
         return AdvBNFeature(obj)
     if isinstance(obj, FeatureAugmenter):
         return obj
