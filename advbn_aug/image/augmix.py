@@ -345,14 +345,11 @@ class AugMixBatch(nn.Module):
 
     # ------------------------------------------------------------ application
     def _check(self, x: torch.Tensor) -> None:
+        from .stages import check_image_batch
+
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"AugMixBatch takes a tensor, got {type(x).__name__}; for PIL/numpy images use AugMix")
-        if x.dim() != 4 or x.shape[1] not in (1, 3):
-            hint = " (channels-last? use x.permute(0, 3, 1, 2))" if x.dim() == 4 and x.shape[-1] in (1, 3) else ""
-            raise ValueError(f"AugMixBatch expects (N, C, H, W) with C in {{1, 3}}, got shape {tuple(x.shape)}{hint}")
-        if not x.is_floating_point():
-            raise TypeError(f"AugMixBatch expects a float tensor in [0, 1], got {x.dtype}; convert uint8 images with "
-                            "x.float() / 255")
+        check_image_batch(x, "AugMixBatch")
         if self.check_range and x.numel() and (float(x.amin()) < -1e-3 or float(x.amax()) > 1 + 1e-3):
             raise ValueError("AugMixBatch expects values in [0, 1] (un-normalised images); apply the mean/std "
                              "normalisation after augmentation, or pass check_range=False")
