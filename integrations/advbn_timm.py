@@ -1,0 +1,375 @@
+"""Shared timm pieces: the ``--advbn-*`` argument group, building AdvBN / Policy from it, and ``AdvBNTask``.
+
+``AdvBNTask`` is a :class:`timm.task.ClassificationTask` whose forward returns the AdvBN (or Policy) training loss.
+It attaches AdvBN to the plain model in its constructor, i.e. before timm's ``task.setup_ema`` / ``task.compile`` /
+``task.prepare_distributed`` deep-copy, compile or DDP-wrap it, and before the optimizer is built on
+``task.get_trainable_module()``. Checkpoints written through the task (``CheckpointSaver(task=task)``) hold a plain
+timm ``state_dict`` (the adversarial BatchNorm copies removed, loadable by ``timm.create_model(...,
+checkpoint_path=...)``); the copies go to ``task_state['advbn_aux']`` so ``resume_task_checkpoint`` restores them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from advbn_aug.advbn import AdvBN, AdvBNConfig
+from advbn_aug.dual_norm import is_dual_norm
+from advbn_aug.policy import Policy, PolicyConfig
+
+try:  # the task API landed in timm 1.0.23
+    from timm.task import ClassificationTask
+    from timm.utils.model import unwrap_model
+
+    HAS_TASK_API = True
+except ImportError:  # pragma: no cover - older timm: the launcher patches train_one_epoch instead
+    ClassificationTask = nn.Module  # type: ignore[misc,assignment]
+    HAS_TASK_API = False
+
+    def unwrap_model(model: nn.Module) -> nn.Module:  # type: ignore[misc]
+        while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+            model = getattr(model, "module", None) or model._orig_mod
+        return model
+
+__all__ = ["AdvBNSettings", "AdvBNTask", "add_advbn_args", "settings_from_args", "check_timm_args", "timm_version",
+           "has_task_api", "aux_prefixes", "split_aux_state", "export_plain_checkpoint", "AUX_STATE_KEY",
+           "TASK_API_VERSION"]
+
+TASK_API_VERSION = (1, 0, 23)
+AUX_STATE_KEY = "advbn_aux"
+_ADVBN_DEFAULTS = AdvBNConfig()
+
+
+def timm_version() -> tuple[int, ...]:
+    """The installed timm version as an integer tuple (``1.0.31.dev0`` -> ``(1, 0, 31)``)."""
+    import timm
+
+    parts = []
+    for p in timm.__version__.split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def has_task_api() -> bool:
+    """True where timm has ``timm.task.ClassificationTask`` (>= 1.0.23), i.e. train.py delegates steps to a task."""
+    return HAS_TASK_API and timm_version() >= TASK_API_VERSION
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+def _layer(value: str) -> str | int:
+    """``layer1`` stays a module name; an integer is a timm ``feature_info`` index."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _optional_float(value: str) -> float | None:
+    return None if value.lower() in ("none", "off", "") else float(value)
+
+
+def add_advbn_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the ``--advbn-*`` group (timm-style flag names) to ``parser``; returns the group."""
+    g = parser.add_argument_group("AdvBN parameters", "adversarial feature-statistics augmentation (advbn_aug)")
+    d = _ADVBN_DEFAULTS
+    g.add_argument("--advbn-layer", type=_layer, default=d.layer, metavar="NAME",
+                   help=f"module name (layer1, stages.0) or feature_info index to attack after (default: {d.layer})")
+    g.add_argument("--advbn-eps", type=float, default=d.eps, metavar="EPS",
+                   help=f"statistics multipliers stay in [1-eps, 1+eps] (default: {d.eps})")
+    g.add_argument("--advbn-steps", type=int, default=d.steps, metavar="N",
+                   help=f"PGD steps on the multipliers (default: {d.steps})")
+    g.add_argument("--advbn-step-size", type=float, default=d.step_size, metavar="S",
+                   help=f"PGD sign-step size (default: {d.step_size})")
+    g.add_argument("--advbn-clamp-min", type=_optional_float, default=d.clamp_min, metavar="V",
+                   help="lower clamp of perturbed (N, C, H, W) features, 'none' disables (default: 0.0)")
+    g.add_argument("--advbn-weight", type=float, default=1.0, metavar="W",
+                   help="weight of the adversarial loss term (default: 1.0)")
+    g.add_argument("--advbn-start-epoch", type=int, default=0, metavar="N",
+                   help="first epoch with the adversarial term (clean warm-up before it; default: 0)")
+    g.add_argument("--advbn-no-dual-bn", action="store_true", default=False,
+                   help="share downstream BatchNorms between clean and adversarial features (no aux BN)")
+    g.add_argument("--advbn-no-freeze-prefix", action="store_true", default=False,
+                   help="also train the layers up to --advbn-layer (the paper freezes them)")
+    g.add_argument("--advbn-split", default=d.split, choices=("auto", "fx", "hook"),
+                   help=f"how the downstream part is run: torch.fx or hook substitution (default: {d.split})")
+    g.add_argument("--advbn-policy", default="", metavar="YAML",
+                   help="advbn_aug PolicyConfig YAML (image stages, AugMix/JSD, feature augmenters, loss weights); "
+                        "replaces the other --advbn-* flags except --advbn-start-epoch")
+    g.add_argument("--advbn-off", action="store_true", default=False,
+                   help="disable AdvBN (plain timm training through the same script, for baselines)")
+    return g
+
+
+@dataclass
+class AdvBNSettings:
+    """What :class:`AdvBNTask` builds: an AdvBN config or a Policy config, plus the loss weight and start epoch.
+
+    ``mean``/``std`` (Policy only) are the normalisation of the loader's batches; ``None``: the model's default.
+    """
+
+    advbn: AdvBNConfig | None = field(default_factory=AdvBNConfig)
+    policy: PolicyConfig | None = None
+    weight: float = 1.0
+    start_epoch: int = 0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.advbn is not None and self.policy is not None:
+            raise ValueError("give either an AdvBN config or a Policy config, not both")
+        if not self.weight >= 0:
+            raise ValueError(f"--advbn-weight must be >= 0, got {self.weight}")
+        if self.start_epoch < 0:
+            raise ValueError(f"--advbn-start-epoch must be >= 0, got {self.start_epoch}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.advbn is not None or self.policy is not None
+
+
+def settings_from_args(args: argparse.Namespace) -> AdvBNSettings:
+    """Build :class:`AdvBNSettings` from parsed ``--advbn-*`` flags (validates them: clear errors on bad values)."""
+    mean = tuple(args.mean) if getattr(args, "mean", None) else None
+    std = tuple(args.std) if getattr(args, "std", None) else None
+    common = dict(weight=args.advbn_weight, start_epoch=args.advbn_start_epoch, mean=mean, std=std)
+    if args.advbn_off:
+        return AdvBNSettings(advbn=None, **common)
+    if args.advbn_policy:
+        return AdvBNSettings(advbn=None, policy=PolicyConfig.from_yaml(args.advbn_policy), **common)
+    cfg = AdvBNConfig(layer=args.advbn_layer, eps=args.advbn_eps, step_size=args.advbn_step_size,
+                      steps=args.advbn_steps, clamp_min=args.advbn_clamp_min, dual_bn=not args.advbn_no_dual_bn,
+                      freeze_prefix=not args.advbn_no_freeze_prefix, split=args.advbn_split)
+    return AdvBNSettings(advbn=cfg, **common)
+
+
+def check_timm_args(args: argparse.Namespace, settings: AdvBNSettings) -> None:
+    """Reject timm flags that conflict with AdvBN (raises ``ValueError`` with the reason)."""
+    if not settings.enabled:
+        return
+    if getattr(args, "split_bn", False):
+        raise ValueError("--split-bn converts every BatchNorm to timm's SplitBatchNorm2d (aux_bn per aug split), "
+                         "which clashes with AdvBN's own dual BatchNorms; drop --split-bn "
+                         "(or use --advbn-no-dual-bn to keep timm's split BN and share BN for adversarial features)")
+    if settings.policy is not None and settings.policy.augmix is not None and (getattr(args, "aug_splits", 0) or 0) > 1:
+        raise ValueError("the --advbn-policy makes its own AugMix views; do not combine it with timm's --aug-splits")
+    if settings.policy is not None and (getattr(args, "mixup", 0) or getattr(args, "cutmix", 0)):
+        raise ValueError("--advbn-policy expects class-index targets: disable --mixup/--cutmix")
+
+
+# ---------------------------------------------------------------------------------------------- state dicts
+def aux_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """``state_dict`` key prefixes of the adversarial norm copies in ``model`` (``'layer2.0.bn1.aux_bn.'``, ...)."""
+    model = unwrap_model(model)
+    return tuple(f"{name}.aux_bn." if name else "aux_bn." for name, m in model.named_modules() if is_dual_norm(m))
+
+
+def split_aux_state(state_dict: Mapping[str, Any], prefixes: tuple[str, ...]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a state dict into ``(plain, aux)``: ``plain`` has the model's original keys, ``aux`` the copies."""
+    plain: dict[str, Any] = {}
+    aux: dict[str, Any] = {}
+    for k, v in state_dict.items():
+        (aux if k.startswith(prefixes) else plain)[k] = v
+    return plain, aux
+
+
+def _merge_aux_state(plain: Mapping[str, Any], aux: Mapping[str, Any] | None, prefixes: tuple[str, ...]
+                     ) -> dict[str, Any]:
+    """The full state of an attached model; aux keys missing from ``aux`` start as copies of their clean BN."""
+    full = dict(plain)
+    aux = dict(aux or {})
+    for prefix in prefixes:
+        clean = prefix[: -len("aux_bn.")]
+        for k, v in plain.items():
+            if k.startswith(clean) and "." not in k[len(clean):]:
+                full[prefix + k[len(clean):]] = aux.pop(prefix + k[len(clean):], v)
+    full.update(aux)  # anything left is reported by a strict load_state_dict
+    return full
+
+
+def export_plain_checkpoint(src: str, dst: str) -> list[str]:
+    """Write ``dst`` = checkpoint ``src`` with every ``*.aux_bn.*`` key removed from ``state_dict``/
+    ``state_dict_ema``/``model``/``model_ema`` (for checkpoints of the legacy, pre-task timm loop); returns the
+    removed keys. The result loads with ``timm.create_model(name, checkpoint_path=dst)``.
+    """
+    checkpoint = torch.load(src, map_location="cpu", weights_only=False)
+    removed: list[str] = []
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{src} does not hold a checkpoint dict")
+    holders = [checkpoint] if all(isinstance(v, torch.Tensor) for v in checkpoint.values()) else \
+        [checkpoint[k] for k in ("state_dict", "state_dict_ema", "model", "model_ema") if isinstance(
+            checkpoint.get(k), dict)]
+    for sd in holders:
+        for k in [k for k in sd if ".aux_bn." in f".{k}"]:
+            del sd[k]
+            removed.append(k)
+    torch.save(checkpoint, dst)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------- the task
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _adversarial_criterion(criterion: Any) -> Criterion:
+    """The criterion for the adversarial term: timm's JSD loss scores split 0 only, use its (smoothed) CE on all."""
+    if hasattr(criterion, "cross_entropy_loss") and hasattr(criterion, "num_splits"):
+        return criterion.cross_entropy_loss
+    return criterion if criterion is not None else F.cross_entropy
+
+
+class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
+    """timm ``ClassificationTask`` whose forward returns ``loss = task loss + weight * AdvBN adversarial loss``.
+
+    Args:
+        model: the plain model (not DDP-wrapped, not compiled): AdvBN hooks into it here.
+        *args, **kwargs: ``ClassificationTask`` arguments (``criterion``, ``device``, ``dtype``, ``verbose``...).
+        settings: what to build; default: the class's ``settings`` (see :meth:`configured`) or paper AdvBN.
+
+    ``forward(input, target)`` returns ``{'loss', 'output', 'loss_task', 'loss_adv'}`` (the last only while the
+    adversarial term is on). With timm's AugMix splits (``--aug-splits N``), the adversarial term covers all ``N``
+    splits with the targets repeated; with ``JsdCrossEntropy`` it uses that loss's cross-entropy. Call
+    :meth:`set_epoch` each epoch for ``start_epoch`` (the launcher and the trainer do).
+    """
+
+    settings: ClassVar[AdvBNSettings | None] = None
+    _live: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+
+    def __init__(self, model: nn.Module, *args: Any, settings: AdvBNSettings | None = None, **kwargs: Any):
+        if hasattr(model, "_orig_mod") or isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            raise TypeError("AdvBNTask needs the plain model: create the task before torch.compile / DDP "
+                            "(timm's task.compile() and task.prepare_distributed() do that afterwards)")
+        super().__init__(model, *args, **kwargs)
+        s = settings or type(self).settings or AdvBNSettings()
+        self.advbn_settings = s
+        self.epoch = 0
+        self.policy: Policy | None = None
+        self.advbn: AdvBN | None = None
+        if s.policy is not None:
+            self.policy = Policy(s.policy)
+            if self.policy.config.mean is None:
+                self._fill_policy_normalisation(model)
+            self.policy.attach(model)
+        elif s.advbn is not None:
+            self.advbn = AdvBN.from_config(s.advbn).attach(model)
+        self._aux_prefixes = aux_prefixes(model)
+        self._aux_params = [p for m in model.modules() if is_dual_norm(m) for p in m.aux_bn.parameters()]
+        self._denorm: tuple[torch.Tensor, torch.Tensor] | None = None
+        AdvBNTask._live.add(self)
+
+    @classmethod
+    def configured(cls, settings: AdvBNSettings) -> type[AdvBNTask]:
+        """A subclass with ``settings`` bound: a drop-in for ``ClassificationTask`` with its constructor signature."""
+        return type(cls.__name__, (cls,), {"settings": settings, "__module__": cls.__module__})
+
+    def _fill_policy_normalisation(self, model: nn.Module) -> None:
+        s = self.advbn_settings
+        mean, std = s.mean, s.std
+        if mean is None or std is None:
+            from timm.data import resolve_data_config
+
+            cfg = resolve_data_config({}, model=model)
+            mean, std = mean or cfg["mean"], std or cfg["std"]
+        assert self.policy is not None
+        self.policy.config.mean, self.policy.config.std = [float(v) for v in mean], [float(v) for v in std]
+
+    # ------------------------------------------------------------------ schedule
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch about to be trained (for ``start_epoch`` and Policy schedules)."""
+        self.epoch = int(epoch)
+        self._step = 0
+
+    @property
+    def adversarial_active(self) -> bool:
+        return self.advbn_settings.enabled and self.epoch >= self.advbn_settings.start_epoch
+
+    # ------------------------------------------------------------------ forward
+    def _unused_aux_term(self) -> torch.Tensor | None:
+        """A zero that touches the aux BN parameters, so DDP's reducer sees them when no adversarial pass ran."""
+        params = [p for p in self._aux_params if p.requires_grad]
+        if not params:
+            return None
+        return torch.stack([p.reshape(-1)[0] for p in params]).sum() * 0.0
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        step = getattr(self, "_step", 0)
+        self._step = step + 1
+        if self.policy is not None and self.adversarial_active:
+            return self._policy_forward(input, target, step)
+        output = self.trainable_module(input)
+        loss = self.criterion(output, target)
+        result = {"loss_task": loss.detach(), "output": output}
+        if self.advbn is not None and self.adversarial_active:
+            splits = output.shape[0] // target.shape[0]
+            adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
+            adv = self.advbn.adversarial_loss(adv_target, _adversarial_criterion(self.criterion))
+            loss = loss + self.advbn_settings.weight * adv
+            result["loss_adv"] = adv.detach()
+        elif self.advbn is not None or self.policy is not None:
+            if self.advbn is not None:
+                self.advbn._feature = None  # drop the unused cached feature
+            zero = self._unused_aux_term()
+            if zero is not None:
+                loss = loss + zero
+        result["loss"] = loss
+        return result
+
+    def _policy_forward(self, input: torch.Tensor, target: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """Undo the loader's normalisation, then run the Policy (stages, AugMix views, JSD, feature terms)."""
+        assert self.policy is not None and self.policy.config.mean is not None
+        if self._denorm is None or self._denorm[0].device != input.device:
+            mean = torch.tensor(self.policy.config.mean, device=input.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.policy.config.std, device=input.device).view(1, -1, 1, 1)
+            self._denorm = (mean, std)
+        mean, std = self._denorm
+        images = (input.float() * std + mean).clamp_(0.0, 1.0)
+        outputs: list[torch.Tensor] = []
+        handle = self.trainable_module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+        try:
+            loss, info = self.policy.step(self.trainable_module, images, target, epoch=self.epoch, step=step,
+                                          criterion=_adversarial_criterion(self.criterion))
+        finally:
+            handle.remove()
+        if not any(info["features_active"]):
+            zero = self._unused_aux_term()
+            if zero is not None:
+                loss = loss + zero
+        result = {k: v for k, v in info.items() if isinstance(v, torch.Tensor)}
+        result.update(loss=loss, output=outputs[-1] if outputs else None)
+        return result
+
+    # ------------------------------------------------------------------ checkpoints
+    def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Callable[[nn.Module], nn.Module] = unwrap_model
+                             ) -> dict[str, Any]:
+        """timm's checkpoint entries with a plain ``state_dict``; aux BN copies under ``task_state['advbn_aux']``."""
+        state = super().get_checkpoint_state(ema=ema, unwrap_fn=unwrap_fn)
+        model_key, task_key = ("state_dict_ema", "task_state_ema") if ema else ("state_dict", "task_state")
+        if model_key in state and self._aux_prefixes:
+            plain, aux = split_aux_state(state[model_key], self._aux_prefixes)
+            state[model_key] = plain
+            state[task_key] = {**state.get(task_key, {}), AUX_STATE_KEY: aux}
+        return state
+
+    def load_checkpoint_state(self, state_dict: dict[str, Any], task_state: dict[str, Any] | None = None,
+                              ema: bool = False, strict: bool = True) -> None:
+        """Load a checkpoint of :meth:`get_checkpoint_state`, or a plain timm one (aux BNs start as clean copies)."""
+        rest = dict(task_state or {})
+        aux = rest.pop(AUX_STATE_KEY, None)
+        plain, aux_inline = split_aux_state(state_dict, self._aux_prefixes)  # checkpoints of older versions
+        full = _merge_aux_state(plain, {**aux_inline, **(aux or {})}, self._aux_prefixes)
+        super().load_checkpoint_state(full, rest or None, ema=ema, strict=strict)
+
+    def plain_state_dict(self, ema: bool = False) -> dict[str, torch.Tensor]:
+        """The (EMA) model's ``state_dict`` without the aux BN copies: what ``timm.create_model`` loads."""
+        module = self.get_trainable_module(ema=ema)
+        if module is None:
+            raise RuntimeError("no EMA model: call task.setup_ema() first")
+        return split_aux_state(unwrap_model(module).state_dict(), self._aux_prefixes)[0]

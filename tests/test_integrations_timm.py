@@ -1,0 +1,351 @@
+"""timm integration: AdvBNTask, the self-contained trainer (single process, torchrun/gloo, resume), the train.py
+launcher (task API and legacy loop) against stand-in train.py files, and the error messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.optim import create_optimizer_v2
+from timm.task import resume_task_checkpoint
+
+from integrations import advbn_timm, timm_train, timm_trainer
+from integrations.advbn_timm import AUX_STATE_KEY, AdvBNSettings, AdvBNTask
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "test_resnet"
+COMMON = ["--model", MODEL, "--num-classes", "2", "--img-size", "32", "-b", "4", "--lr", "0.01", "--device", "cpu",
+          "--workers", "0", "--log-interval", "1", "--advbn-steps", "1", "--warmup-epochs", "0"]
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """``root/{train,validation}/{a,b}/*.png``: 4 train and 2 validation images per class, 40x40 RGB."""
+    root = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("validation", 2)):
+        for c, shade in (("a", 60), ("b", 190)):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                img = np.clip(rng.normal(shade, 40, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(root / split / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(image_folder, tmp_path_factory) -> dict:
+    """One in-process trainer run: AugMix splits + JSD + EMA + channels_last, 1 epoch."""
+    out = tmp_path_factory.mktemp("out")
+    result = timm_trainer.main(["--data-dir", str(image_folder), *COMMON, "--epochs", "1", "--output", str(out),
+                                "--experiment", "run", "--aug-splits", "3", "--jsd-loss", "--model-ema",
+                                "--model-ema-decay", "0.5", "--channels-last"])
+    return {"result": result, "dir": Path(result["output_dir"])}
+
+
+def _assert_same_state(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=lambda m, k=k: f"{k}: {m}")
+
+
+class TestTrainer:
+    def test_runs_with_augmix_jsd_ema_and_saves_plain_checkpoints(self, trained):
+        """The trainer trains through AdvBNTask; checkpoints hold plain weights plus the aux BN state."""
+        task = trained["result"]["task"]
+        assert isinstance(task, AdvBNTask) and task.advbn is not None and task.has_ema()
+        assert trained["result"]["epoch"] == 0 and trained["result"]["metric"] is not None
+        ck = torch.load(trained["dir"] / "last.pth.tar", map_location="cpu", weights_only=False)
+        assert ck["epoch"] == 0
+        for key in ("state_dict", "state_dict_ema"):
+            assert not [k for k in ck[key] if "aux_bn" in k]
+        aux = ck["task_state"][AUX_STATE_KEY]
+        assert aux and all(".aux_bn." in k for k in aux) and ck["task_state_ema"][AUX_STATE_KEY].keys() == aux.keys()
+        _assert_same_state(ck["state_dict"], task.plain_state_dict())
+        # the adversarial BN copies were trained separately from the clean ones
+        k = next(k for k in aux if k.endswith("running_mean"))
+        assert not torch.equal(aux[k], ck["state_dict"][k.replace(".aux_bn.", ".")])
+
+    def test_checkpoint_loads_strictly_in_timm(self, trained):
+        """``timm.create_model(checkpoint_path=...)`` loads the checkpoint (strict; the EMA weights by default)."""
+        ck = torch.load(trained["dir"] / "last.pth.tar", map_location="cpu", weights_only=False)
+        model = timm.create_model(MODEL, num_classes=2, checkpoint_path=str(trained["dir"] / "last.pth.tar"))
+        _assert_same_state(model.state_dict(), ck["state_dict_ema"])
+        plain = timm.create_model(MODEL, num_classes=2)
+        plain.load_state_dict(ck["state_dict"], strict=True)
+
+    def test_resume_restores_aux_bn_and_continues(self, trained, image_folder):
+        """``--resume`` restores model, aux BNs and optimizer; training continues at the next epoch (here with AMP)."""
+        last = trained["dir"] / "last.pth.tar"
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+        task = AdvBNTask(timm.create_model(MODEL, num_classes=2), torch.nn.CrossEntropyLoss(), verbose=False)
+        opt = create_optimizer_v2(task.get_trainable_module(), opt="sgd", lr=0.1, weight_decay=2e-5)
+        assert resume_task_checkpoint(task, str(last), optimizer=opt, log_info=False) == 1
+        state = task.get_trainable_module().state_dict()
+        _assert_same_state({k: state[k] for k in ck["task_state"][AUX_STATE_KEY]}, ck["task_state"][AUX_STATE_KEY])
+        _assert_same_state(task.plain_state_dict(), ck["state_dict"])
+
+        result = timm_trainer.main(["--data-dir", str(image_folder), *COMMON, "--epochs", "2", "--output",
+                                    str(trained["dir"].parent), "--experiment", "run", "--aug-splits", "3",
+                                    "--jsd-loss", "--resume", str(last), "--amp", "--amp-dtype", "bfloat16"])
+        assert result["epoch"] == 1
+        assert (trained["dir"] / "checkpoint-1.pth.tar").is_file()
+        assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 1
+
+    def test_plain_checkpoint_resumes_with_fresh_aux_bn(self, trained):
+        """A plain timm checkpoint (no task_state) loads; aux BNs start as copies of the clean ones."""
+        ck = torch.load(trained["dir"] / "last.pth.tar", map_location="cpu", weights_only=False)
+        task = AdvBNTask(timm.create_model(MODEL, num_classes=2), torch.nn.CrossEntropyLoss(), verbose=False)
+        task.load_checkpoint_state(ck["state_dict"])
+        state = task.get_trainable_module().state_dict()
+        k = next(k for k in state if ".aux_bn." in k and k.endswith("running_var"))
+        torch.testing.assert_close(state[k], ck["state_dict"][k.replace(".aux_bn.", ".")])
+
+    def test_torchrun_two_processes_identical_weights(self, image_folder, tmp_path):
+        """torchrun --nproc_per_node 2 (gloo): a clean warm-up epoch then an AdvBN epoch; ranks end identical."""
+        script = tmp_path / "run_rank.py"
+        script.write_text(textwrap.dedent(f"""
+            import os, sys, torch
+            sys.path.insert(0, {str(REPO)!r})
+            from integrations import timm_trainer
+            result = timm_trainer.main(sys.argv[1:])
+            task = result["task"]
+            torch.save({{"plain": task.plain_state_dict(), "full": task.get_trainable_module().module.state_dict(),
+                         "epoch": result["epoch"], "adv": task.adversarial_active}},
+                       os.path.join({str(tmp_path)!r}, "rank" + os.environ["RANK"] + ".pt"))
+        """))
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", str(script),
+               "--data-dir", str(image_folder), *COMMON, "-b", "2", "--epochs", "2", "--advbn-start-epoch", "1",
+               "--output", str(tmp_path), "--experiment", "ddp"]
+        proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+        assert r0["epoch"] == r1["epoch"] == 1 and r0["adv"] and r1["adv"]
+        _assert_same_state(r0["full"], r1["full"])
+        assert any(".aux_bn." in k for k in r0["full"])
+        assert "loss_adv" in proc.stderr + proc.stdout
+        model = timm.create_model(MODEL, num_classes=2, checkpoint_path=str(tmp_path / "ddp" / "last.pth.tar"))
+        _assert_same_state(model.state_dict(), r0["plain"])
+
+    def test_bad_flags_give_clear_errors(self, image_folder, capsys):
+        with pytest.raises(SystemExit):
+            timm_trainer.parse_args(["--data-dir", str(image_folder), "--jsd-loss"])
+        assert "--jsd-loss needs --aug-splits" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            timm_trainer.parse_args(["--data-dir", str(image_folder / "missing")])
+        assert "--data-dir is not a directory" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="'layerX' is not a module of ResNet"):
+            timm_trainer.main(["--data-dir", str(image_folder), *COMMON, "--epochs", "1", "--advbn-layer", "layerX",
+                               "--output", str(image_folder.parent)])
+
+
+# ------------------------------------------------------------------------------------------------ the launcher
+TASK_TRAIN_PY = '''
+"""Stand-in for timm's train.py (task API): global parser, _parse_args, train_one_epoch(epoch, task, ...), main()."""
+import argparse
+import torch
+from timm.models import create_model
+from timm.task import ClassificationTask, resume_task_checkpoint
+from timm.utils import CheckpointSaver
+
+parser = argparse.ArgumentParser(description="stand-in")
+parser.add_argument("--model", default="test_resnet")
+parser.add_argument("--num-classes", type=int, default=2)
+parser.add_argument("--epochs", type=int, default=2)
+parser.add_argument("--output", default="")
+parser.add_argument("--split-bn", action="store_true")
+parser.add_argument("--model-ema", action="store_true")
+parser.add_argument("--torchcompile", nargs="?", const="inductor", default=None)
+parser.add_argument("--resume", default="")
+RESULTS = []
+
+
+def _parse_args():
+    args = parser.parse_args()
+    return args, ""
+
+
+def train_one_epoch(epoch, task, loader, optimizer, args):
+    task.train()
+    for x, y in loader:
+        result = task(x, y)
+        optimizer.zero_grad()
+        result["loss"].backward()
+        optimizer.step()
+        task.update_ema()
+        RESULTS.append({k: v.item() for k, v in result.items() if k.startswith("loss")})
+
+
+def main():
+    args, _ = _parse_args()
+    model = create_model(args.model, num_classes=args.num_classes)
+    task = ClassificationTask(model, torch.nn.CrossEntropyLoss(), device=torch.device("cpu"), verbose=False)
+    optimizer = torch.optim.SGD(task.get_trainable_module().parameters(), lr=0.05)
+    start = resume_task_checkpoint(task, args.resume, optimizer) if args.resume else 0
+    if args.model_ema:
+        task.setup_ema(decay=0.5)
+    if args.torchcompile:
+        task.compile(backend=args.torchcompile)
+    g = torch.Generator().manual_seed(0)
+    loader = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 2, (4,), generator=g)) for _ in range(2)]
+    saver = CheckpointSaver(task.get_trainable_module(), optimizer, args=args, checkpoint_dir=args.output,
+                            recovery_dir=args.output, task=task)
+    for epoch in range(start, args.epochs):
+        train_one_epoch(epoch, task, loader, optimizer, args)
+        saver.save_checkpoint(epoch)
+    return task
+'''
+
+LEGACY_TRAIN_PY = '''
+"""Stand-in for a pre-task timm train.py: create_model in main, train_one_epoch(epoch, model, loader, opt, loss_fn)."""
+import argparse
+import torch
+from timm.models import create_model
+
+parser = argparse.ArgumentParser(description="legacy stand-in")
+parser.add_argument("--epochs", type=int, default=2)
+parser.add_argument("--output", default="")
+LOSSES = []
+
+
+def train_one_epoch(epoch, model, loader, optimizer, loss_fn, args):
+    model.train()
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        LOSSES.append(loss.item())
+
+
+def main():
+    args = parser.parse_args()
+    model = create_model("test_resnet", num_classes=2)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    g = torch.Generator().manual_seed(0)
+    loader = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 2, (4,), generator=g)) for _ in range(2)]
+    for epoch in range(args.epochs):
+        train_one_epoch(epoch, model, loader, optimizer, torch.nn.CrossEntropyLoss(), args)
+    torch.save({"state_dict": model.state_dict(), "epoch": args.epochs - 1}, args.output + "/last.pth.tar")
+    return model
+'''
+
+
+def _write(tmp_path: Path, text: str, name: str = "train.py") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+class TestLauncher:
+    def test_task_api_train_py_runs_with_advbn(self, tmp_path, monkeypatch):
+        """ClassificationTask is swapped for AdvBNTask (EMA + torch.compile + start epoch); checkpoints are plain."""
+        train_py = _write(tmp_path, TASK_TRAIN_PY)
+        monkeypatch.setattr(sys, "argv", ["pytest"])
+        task = timm_train.main(["--timm-train", str(train_py), "--output", str(tmp_path), "--epochs", "2",
+                                "--model-ema", "--torchcompile", "eager", "--advbn-layer", "layer2",
+                                "--advbn-steps", "1", "--advbn-start-epoch", "1", "--advbn-eps", "0.5"])
+        assert sys.argv == ["pytest"]
+        assert isinstance(task, AdvBNTask) and task.advbn is not None
+        cfg = task.advbn.config
+        assert (cfg.layer, cfg.steps, cfg.eps) == ("layer2", 1, 0.5)
+        results = sys.modules["_advbn_timm_train"].RESULTS
+        assert ["loss_adv" in r for r in results] == [False, False, True, True]  # warm-up epoch 0, AdvBN epoch 1
+        assert all(r["loss"] == pytest.approx(r["loss_task"] + r.get("loss_adv", 0.0), rel=1e-5) for r in results)
+        ck = torch.load(tmp_path / "last.pth.tar", map_location="cpu", weights_only=False)
+        assert ck["task_state"][AUX_STATE_KEY] and ck["task_state_ema"][AUX_STATE_KEY]
+        model = timm.create_model(MODEL, num_classes=2, checkpoint_path=str(tmp_path / "last.pth.tar"))
+        _assert_same_state(model.state_dict(), ck["state_dict_ema"])
+
+    def test_legacy_train_py_gets_adversarial_loss(self, tmp_path, monkeypatch):
+        """Without the task API, create_model and train_one_epoch's loss_fn are wrapped; --export-plain strips aux."""
+        train_py = _write(tmp_path, LEGACY_TRAIN_PY)
+        monkeypatch.setattr(sys, "argv", ["pytest"])
+        model = timm_train.main(["--timm-train", str(train_py), "--output", str(tmp_path), "--epochs", "1",
+                                 "--advbn-steps", "1"])
+        legacy = sys.modules["_advbn_timm_train"]._advbn_legacy
+        assert legacy.advbn is not None and legacy.advbn.model is model
+        state = model.state_dict()
+        k = next(k for k in state if ".aux_bn." in k and k.endswith("running_mean"))
+        assert not torch.equal(state[k], state[k.replace(".aux_bn.", ".")])  # the adversarial BNs were trained
+        removed = timm_train.main(["--export-plain", str(tmp_path / "last.pth.tar"), str(tmp_path / "plain.pth")])
+        assert removed and all(".aux_bn." in r for r in removed)
+        timm.create_model(MODEL, num_classes=2, checkpoint_path=str(tmp_path / "plain.pth"))
+
+    def test_errors(self, tmp_path, monkeypatch, capsys):
+        """Missing file, train.py without parser/main, unknown layer, conflicting timm flags: clear messages."""
+        monkeypatch.setattr(sys, "argv", ["pytest"])
+        cases = [
+            (["--timm-train", str(tmp_path / "nope.py")], "no such file"),
+            (["--timm-train", str(_write(tmp_path, "def main():\n    pass\n", "no_parser.py"))], "has no `parser`"),
+            (["--timm-train", str(_write(tmp_path, "import argparse\nparser = argparse.ArgumentParser()\n",
+                                         "no_main.py"))], "has no `main`"),
+            ([], "--timm-train PATH/TO/train.py is required"),
+        ]
+        for argv, message in cases:
+            with pytest.raises(SystemExit) as e:
+                timm_train.main(argv)
+            assert e.value.code == 2
+            assert message in capsys.readouterr().err
+        train_py = _write(tmp_path, TASK_TRAIN_PY)
+        with pytest.raises(SystemExit):
+            timm_train.main(["--timm-train", str(train_py), "--output", str(tmp_path), "--split-bn"])
+        assert "--split-bn" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="'layer9' is not a module of ResNet"):
+            timm_train.main(["--timm-train", str(train_py), "--output", str(tmp_path), "--advbn-layer", "layer9"])
+        with pytest.raises(SystemExit):
+            timm_train.main(["--timm-train", str(train_py), "--advbn-eps", "-1"])
+        assert "eps must be >= 0" in capsys.readouterr().err
+
+
+def test_task_with_timm_augmix_splits_repeats_targets():
+    """With N AugMix splits the adversarial term covers all N*B rows; JSD's own CE is used for it."""
+    from timm.loss import JsdCrossEntropy
+
+    torch.manual_seed(0)
+    task = AdvBNTask(timm.create_model(MODEL, num_classes=2), JsdCrossEntropy(num_splits=3, smoothing=0.0),
+                     verbose=False, settings=AdvBNSettings(advbn=advbn_timm.AdvBNConfig(steps=1)))
+    task.train()
+    seen = []
+    orig = task.advbn.adversarial_loss
+    task.advbn.adversarial_loss = lambda t, c: seen.append((t.clone(), c)) or orig(t, c)
+    y = torch.tensor([0, 1])
+    result = task(torch.randn(6, 3, 32, 32), y)
+    (targets, criterion), = seen
+    assert torch.equal(targets, y.repeat(3)) and isinstance(criterion, torch.nn.CrossEntropyLoss)
+    assert result["output"].shape == (6, 2) and set(result) >= {"loss", "loss_task", "loss_adv", "output"}
+    assert result["loss"].item() == pytest.approx((result["loss_task"] + result["loss_adv"]).item(), rel=1e-5)
+
+
+def test_task_with_policy_undoes_loader_normalisation(tmp_path):
+    """--advbn-policy YAML: the task de-normalises timm's batch and runs the Policy (AugMix views, JSD, AdvBN)."""
+    from advbn_aug.policy import PolicyConfig
+
+    cfg = PolicyConfig.augmix_advbn("layer1")
+    cfg.features[0]["steps"] = 1
+    cfg.to_yaml(tmp_path / "policy.yaml")
+    parser = timm_trainer.build_parser()
+    args = parser.parse_args(["--data-dir", str(tmp_path), "--advbn-policy", str(tmp_path / "policy.yaml"),
+                              "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"])
+    settings = advbn_timm.settings_from_args(args)
+    task = AdvBNTask(timm.create_model(MODEL, num_classes=2), torch.nn.CrossEntropyLoss(), verbose=False,
+                     settings=settings)
+    assert task.policy is not None and task.policy.config.mean == [0.5] * 3 and task.policy.config.std == [0.25] * 3
+    seen = []
+    task.get_trainable_module().register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    task.train()
+    images = torch.rand(2, 3, 32, 32)
+    result = task((images - 0.5) / 0.25, torch.tensor([0, 1]))
+    assert result["output"].shape == (6, 2) and {"loss_clean", "loss_jsd", "loss_adv"} <= set(result)
+    torch.testing.assert_close(seen[0][:2], (images - 0.5) / 0.25, rtol=1e-5, atol=1e-5)  # clean rows as loaded
+    result["loss"].backward()
+    with pytest.raises(ValueError, match="--aug-splits"):
+        advbn_timm.check_timm_args(parser.parse_args(["--data-dir", str(tmp_path), "--aug-splits", "3"]), settings)
