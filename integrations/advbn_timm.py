@@ -91,7 +91,8 @@ def add_advbn_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--advbn-clamp-min", type=_optional_float, default=d.clamp_min, metavar="V",
                    help="lower clamp of perturbed (N, C, H, W) features, 'none' disables (default: 0.0)")
     g.add_argument("--advbn-weight", type=float, default=1.0, metavar="W",
-                   help="weight of the adversarial loss term (default: 1.0)")
+                   help="weight of the adversarial loss term (default: 1.0; 0 keeps AdvBN's frozen prefix but skips "
+                        "the adversarial pass: a fair control arm)")
     g.add_argument("--advbn-start-epoch", type=int, default=0, metavar="N",
                    help="first epoch with the adversarial term (clean warm-up before it; default: 0)")
     g.add_argument("--advbn-no-dual-bn", action="store_true", default=False,
@@ -289,7 +290,8 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
 
     @property
     def adversarial_active(self) -> bool:
-        return self.advbn_settings.enabled and self.epoch >= self.advbn_settings.start_epoch
+        s = self.advbn_settings
+        return s.enabled and s.weight > 0 and self.epoch >= s.start_epoch
 
     # ------------------------------------------------------------------ forward
     def _unused_aux_term(self) -> torch.Tensor | None:

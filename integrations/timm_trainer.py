@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--clip-grad", type=float, default=None, metavar="NORM", help="clip gradient norm")
     g.add_argument("--sched", default="cosine", metavar="SCHEDULER", help="lr scheduler (default: cosine)")
     g.add_argument("--epochs", type=int, default=300, metavar="N", help="epochs to train (default: 300)")
+    g.add_argument("--decay-epochs", type=float, default=90, metavar="N",
+                   help="epoch interval to decay the lr (step schedulers, default: 90)")
+    g.add_argument("--decay-rate", "--dr", type=float, default=0.1, metavar="RATE",
+                   help="lr decay rate (default: 0.1)")
     g.add_argument("--warmup-epochs", type=int, default=0, metavar="N", help="lr warm-up epochs (default: 0)")
     g.add_argument("--warmup-lr", type=float, default=1e-5, metavar="LR", help="warm-up lr (default: 1e-5)")
     g.add_argument("--min-lr", type=float, default=0.0, metavar="LR", help="lower lr bound (default: 0)")
@@ -239,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if _split_exists(args, args.val_split) else None
     updates_per_epoch = len(loader_train)
     scheduler, num_epochs = create_scheduler_v2(optimizer, sched=args.sched, num_epochs=args.epochs,
+                                                decay_epochs=args.decay_epochs, decay_rate=args.decay_rate,
                                                 warmup_epochs=args.warmup_epochs, warmup_lr=args.warmup_lr,
                                                 min_lr=args.min_lr, updates_per_epoch=updates_per_epoch)
     if scheduler is not None and start_epoch > 0:

@@ -349,3 +349,24 @@ def test_task_with_policy_undoes_loader_normalisation(tmp_path):
     result["loss"].backward()
     with pytest.raises(ValueError, match="--aug-splits"):
         advbn_timm.check_timm_args(parser.parse_args(["--data-dir", str(tmp_path), "--aug-splits", "3"]), settings)
+
+
+def test_imagenet_recipe_flags_dry_run(image_folder, tmp_path):
+    """recipes/imagenet/run_all.sh's shared flags on a tiny ImageFolder: the weight-0 control arm keeps the prefix
+    (stem + layer1) frozen and trains the rest; the step schedule flags are accepted."""
+    torch.manual_seed(0)
+    init = timm.create_model(MODEL, num_classes=2)
+    torch.save(init.state_dict(), tmp_path / "init.pth")
+    recipe = ["--epochs", "2", "--opt", "sgd", "--lr", "0.001", "--momentum", "0.9", "--weight-decay", "1e-4",
+              "--sched", "step", "--decay-epochs", "1", "--decay-rate", "0.1", "--smoothing", "0"]
+    result = timm_trainer.main(["--data-dir", str(image_folder), *COMMON, *recipe, "--output", str(tmp_path),
+                                "--experiment", "control", "--initial-checkpoint", str(tmp_path / "init.pth"),
+                                "--aug-splits", "3", "--jsd-loss", "--advbn-layer", "layer1", "--advbn-weight", "0"])
+    ckpt = torch.load(Path(result["output_dir"]) / "last.pth.tar", map_location="cpu", weights_only=False)
+    state = ckpt["state_dict"]
+    assert set(state) == set(init.state_dict())
+    before = init.state_dict()
+    prefix = [k for k in state if k.startswith(("conv1", "bn1", "layer1.")) and k.endswith("weight")]
+    assert prefix and all(torch.equal(state[k], before[k]) for k in prefix), "the control arm moved the prefix"
+    assert any(not torch.equal(state[k], before[k]) for k in state if k.startswith(("layer3", "fc", "head"))
+               and k.endswith("weight"))

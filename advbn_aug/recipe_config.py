@@ -1,0 +1,178 @@
+"""Configuration of the CIFAR-10 recipe (``advbn-aug recipe cifar10``): the arms and the budget.
+
+An *arm* is one fine-tuning method (which image-space and feature-space augmentations are on); a
+:class:`RecipeConfig` fixes everything the arms share (model, trainable parameters, steps, batch, optimizer,
+training subset, DeepAugment data, evaluation). Both round-trip through YAML (``recipes/cifar10/configs/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import DictConfig
+
+__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "TINY", "load_arms", "PREFIX"]
+
+# Every arm trains the same parameters: the stem and layer1 are frozen (the AdvBN prefix, as in the paper).
+PREFIX = ("conv1", "bn1", "layer1")
+
+
+@dataclass
+class ArmConfig(DictConfig):
+    """One arm. ``augmix``: AugMix views + JSD (paper settings: 2 views, severity 3, width 3, JSD weight 12);
+    ``deepaugment``: train on the clean subset mixed with its DeepAugment copies (CAE + EDSR); ``advbn``: AdvBN
+    after ``RecipeConfig.advbn['layer']``; ``train: false`` evaluates the pretrained model without fine-tuning."""
+
+    name: str
+    description: str = ""
+    augmix: bool = False
+    deepaugment: bool = False
+    advbn: bool = False
+    train: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(f"arm name must be a non-empty identifier (letters, digits, _), got {self.name!r}")
+
+
+DEFAULT_ARMS: dict[str, ArmConfig] = {a.name: a for a in (
+    ArmConfig("pretrained", "the pretrained model, not fine-tuned (reference row, one seed)", train=False),
+    ArmConfig("standard", "standard fine-tuning (cross-entropy, crop + flip)"),
+    ArmConfig("advbn", "AdvBN fine-tuning (clean CE + adversarial CE, dual BN)", advbn=True),
+    ArmConfig("augmix", "AugMix + JSD", augmix=True),
+    ArmConfig("augmix_advbn", "AugMix + JSD + AdvBN", augmix=True, advbn=True),
+    ArmConfig("deepaugment_augmix", "DeepAugment data (CAE + EDSR copies) + AugMix + JSD", augmix=True,
+              deepaugment=True),
+    ArmConfig("deepaugment_augmix_advbn", "DeepAugment data + AugMix + JSD + AdvBN", augmix=True, deepaugment=True,
+              advbn=True),
+)}
+ARM_ORDER = tuple(DEFAULT_ARMS)
+
+
+def load_arms(folder: str | Path | None) -> dict[str, ArmConfig]:
+    """The built-in arms, updated with every ``*.yaml`` arm file in ``folder`` (if given)."""
+    arms = dict(DEFAULT_ARMS)
+    if folder is None:
+        return arms
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"arms folder {folder} does not exist")
+    for path in sorted(folder.glob("*.yaml")):
+        arm = ArmConfig.from_yaml(path)
+        arms[arm.name] = arm
+    return arms
+
+
+@dataclass
+class RecipeConfig(DictConfig):
+    """Everything the arms share. Fractions (``decay_at``) are of ``steps``.
+
+    Args:
+        model: ``resnet20`` or ``resnet56`` (akamaster pretrained CIFAR ResNets).
+        arms: arm names to run, in order.
+        seeds: training seeds (each arm x seed is one run; ``pretrained`` runs once).
+        steps, batch_size: optimizer steps per run and clean images per step (identical for every arm; AugMix adds
+            two augmented views of each image).
+        lr, momentum, weight_decay, decay_at, decay_rate: SGD; lr x ``decay_rate`` after ``decay_at * steps``.
+        train_subset: class-balanced subset of the training split (fixed, seed-independent); ``None``: all.
+        advbn: AdvBN settings (``AdvBNConfig`` keys); the paper's defaults after ``layer1``.
+        augmix: AugMix settings (``AugMixConfig`` keys); ``jsd_weight``: the paper's 12.
+        deepaugment: CAE/EDSR training (``epochs``, ``channels``, ``batch_size``, ``lr``) and generation
+            (``strength``, ``group_size``) on the training subset.
+        eval_images: test images corrupted for the CIFAR-10-C evaluation (fixed random subset of the JPEG test set).
+        corruptions, severities: the corruption grid (``"all"``: the 19 CIFAR-10-C corruptions).
+        clean_test_images: images of the JPEG test set for clean accuracy (``None``: all 10,000).
+        lossless_images: images of ``test_lossless`` (``None``: all 1,000) for the JPEG-vs-lossless gap.
+        checkpoint_interval: steps between resumable checkpoints.
+    """
+
+    model: str = "resnet20"
+    arms: list[str] = field(default_factory=lambda: list(ARM_ORDER))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 100
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    decay_at: float = 0.5
+    decay_rate: float = 0.1
+    train_subset: int | None = 5000
+    advbn: dict[str, Any] = field(default_factory=lambda: {"layer": "layer1", "eps": 1.1, "step_size": 0.2,
+                                                           "steps": 6})
+    augmix: dict[str, Any] = field(default_factory=dict)
+    jsd_weight: float = 12.0
+    deepaugment: dict[str, Any] = field(default_factory=lambda: {
+        "nets": ["cae", "edsr"], "epochs": 5, "channels": 32, "batch_size": 128, "lr": 1e-3, "strength": 1.0,
+        "group_size": 8})
+    eval_images: int = 2000
+    corruptions: str | list[str] = "all"
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    clean_test_images: int | None = None
+    lossless_images: int | None = None
+    eval_batch_size: int = 100
+    checkpoint_interval: int = 25
+
+    def __post_init__(self) -> None:
+        if self.model not in ("resnet20", "resnet56"):
+            raise ValueError(f"model must be resnet20 or resnet56 (the pretrained CIFAR ResNets), got {self.model!r}")
+        for name in ("steps", "batch_size", "eval_images", "eval_batch_size", "checkpoint_interval"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("train_subset", "clean_test_images", "lossless_images"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an integer >= 1 or null, got {v!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds!r}")
+        if not self.lr > 0 or not 0 <= self.decay_at <= 1 or not self.decay_rate > 0:
+            raise ValueError("need lr > 0, 0 <= decay_at <= 1 and decay_rate > 0")
+        if not self.arms:
+            raise ValueError("arms is empty: pass at least one arm")
+        self.seeds = [int(s) for s in self.seeds]
+        self.severities = [int(s) for s in self.severities]
+
+    def with_overrides(self, **kw: Any) -> RecipeConfig:
+        """A copy with the given fields replaced (``None`` values are ignored; dict fields are merged)."""
+        data = self.to_dict()
+        for k, v in kw.items():
+            if v is None:
+                continue
+            if isinstance(data.get(k), dict) and isinstance(v, dict):
+                data[k] = {**data[k], **v}
+            else:
+                data[k] = v
+        return RecipeConfig.from_dict(data)
+
+    def train_key(self) -> dict[str, Any]:
+        """The fields that change a trained model (a finished run is reused only if they match)."""
+        keys = ("model", "steps", "batch_size", "lr", "momentum", "weight_decay", "decay_at", "decay_rate",
+                "train_subset", "advbn", "augmix", "jsd_weight", "deepaugment")
+        return {k: getattr(self, k) for k in keys}
+
+    def eval_key(self) -> dict[str, Any]:
+        keys = ("eval_images", "corruptions", "severities", "clean_test_images", "lossless_images")
+        return {k: getattr(self, k) for k in keys}
+
+
+def digest(obj: Any, n: int = 12) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+FULL = RecipeConfig()
+TINY = RecipeConfig(
+    seeds=[0, 1], steps=3, batch_size=16, train_subset=96, checkpoint_interval=2,
+    deepaugment={"nets": ["cae", "edsr"], "epochs": 1, "channels": 8, "batch_size": 32, "lr": 1e-3,
+                 "strength": 1.0, "group_size": 8},
+    eval_images=100, corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"],
+    severities=[1, 5], clean_test_images=500, lossless_images=200, eval_batch_size=100,
+)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(RecipeConfig)]

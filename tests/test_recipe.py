@@ -1,0 +1,217 @@
+"""The CIFAR-10 recipe runner at toy scale: results files, exported state_dicts, resuming, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from advbn_aug.data import shared_data_dir
+
+pytestmark = pytest.mark.skipif(
+    shared_data_dir() is None or not (shared_data_dir() / "cifar10" / "train_jpeg.npz").is_file(),
+    reason="needs the shared CIFAR-10 data and weights (../shared/data or $ADVBN_DATA)")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _toy(**kw):
+    from advbn_aug.recipe import RecipeConfig
+
+    base = dict(arms=["pretrained", "standard", "advbn"], seeds=[0], steps=2, batch_size=8, train_subset=40,
+                checkpoint_interval=1, eval_images=16, corruptions=["gaussian_noise", "contrast"], severities=[3],
+                clean_test_images=32, lossless_images=16, eval_batch_size=32,
+                advbn={"layer": "layer1", "eps": 1.1, "step_size": 0.2, "steps": 2})
+    base.update(kw)
+    return RecipeConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    from advbn_aug.recipe import run_recipe
+
+    root = tmp_path_factory.mktemp("recipe")
+    cfg = _toy()
+    doc = run_recipe(cfg, output=root / "results", runs_dir=root / "runs", progress=False,
+                     cache_dir=str(root / "cache"))
+    return cfg, root, doc
+
+
+def test_toy_run_writes_results_and_plain_state_dicts(toy_run):
+    from advbn_aug.recipe import pretrained_keys, sha256_file
+
+    cfg, root, doc = toy_run
+    out = root / "results"
+    for name in ("results.json", "results.md", "results.png", "sha256.txt"):
+        assert (out / name).is_file(), name
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["arms"]) == ["pretrained", "standard", "advbn"]
+    assert "advbn_vs_standard" in data["hypotheses"]
+    keys = pretrained_keys(20)
+    for arm in ("pretrained", "standard", "advbn"):
+        run_dir = root / "runs" / arm / "seed0"
+        state = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)
+        assert list(state) == keys  # exactly the pretrained file's keys, in its order (no dual-BN / counters)
+        res = json.loads((run_dir / "result.json").read_text())
+        assert res["sha256"] == sha256_file(run_dir / "model.pt")
+        assert (out / "sha256.txt").read_text().count(res["sha256"]) == 1
+        assert set(res["per_corruption"]) == {"gaussian_noise", "contrast"}
+        assert res["corruption_images"] == 16 and res["clean_images_jpeg"] == 32 and res["lossless_images"] == 16
+        assert 0.0 <= res["mca"] <= 1.0 and "jpeg_gap" in res
+        assert not (run_dir / "ckpt.pt").exists()
+    # the frozen prefix is identical to the pretrained weights in every arm; the suffix moved
+    ref = torch.load(root / "runs" / "pretrained" / "seed0" / "model.pt", weights_only=True)
+    adv = torch.load(root / "runs" / "advbn" / "seed0" / "model.pt", weights_only=True)
+    std = torch.load(root / "runs" / "standard" / "seed0" / "model.pt", weights_only=True)
+    for k in keys:
+        if k.startswith(("conv1", "bn1", "layer1")):
+            assert torch.equal(ref[k], adv[k]) and torch.equal(ref[k], std[k]), k
+    assert not torch.equal(ref["linear.weight"], std["linear.weight"])
+    assert "| advbn | 1 |" in (out / "results.md").read_text()
+
+
+def test_resume_skips_finished_runs(toy_run, monkeypatch):
+    import advbn_aug.recipe as recipe
+
+    cfg, root, doc = toy_run
+
+    def boom(*a, **k):
+        raise AssertionError("a finished run was recomputed")
+
+    monkeypatch.setattr(recipe, "_train", boom)
+    monkeypatch.setattr(recipe, "_evaluate", boom)
+    doc2 = recipe.run_recipe(cfg, output=root / "results", runs_dir=root / "runs", progress=False,
+                             cache_dir=str(root / "cache"))
+    assert doc2["arms"]["advbn"]["mca"] == doc["arms"]["advbn"]["mca"]
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
+    import advbn_aug.recipe as recipe
+
+    cfg = _toy(arms=["advbn"], steps=3, checkpoint_interval=1, corruptions=["contrast"])
+    ref = recipe.run_recipe(cfg, output=tmp_path / "a", runs_dir=tmp_path / "ra", progress=False,
+                            cache_dir=str(tmp_path / "cache"))
+    real, calls = recipe._random_crop_flip, {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated stop at step 3")
+        return real(x)
+
+    monkeypatch.setattr(recipe, "_random_crop_flip", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.run_recipe(cfg, output=tmp_path / "b", runs_dir=tmp_path / "rb", progress=False,
+                          cache_dir=str(tmp_path / "cache"))
+    ck = torch.load(tmp_path / "rb" / "advbn" / "seed0" / "ckpt.pt", weights_only=False)
+    assert ck["step"] == 2
+    assert not (tmp_path / "rb" / "advbn" / "seed0" / "run.lock").exists()
+    monkeypatch.setattr(recipe, "_random_crop_flip", real)
+    out = recipe.run_recipe(cfg, output=tmp_path / "b", runs_dir=tmp_path / "rb", progress=False,
+                            cache_dir=str(tmp_path / "cache"))
+    a = torch.load(tmp_path / "ra" / "advbn" / "seed0" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "rb" / "advbn" / "seed0" / "model.pt", weights_only=True)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    assert out["arms"]["advbn"]["seeds"] == ref["arms"]["advbn"]["seeds"]
+
+
+def test_unknown_arm_and_missing_data(tmp_path):
+    from advbn_aug.recipe import RecipeConfig, run_recipe
+
+    with pytest.raises(ValueError, match="unknown arm"):
+        run_recipe(_toy(arms=["standard", "nope"]), output=tmp_path / "o", runs_dir=tmp_path / "r")
+    with pytest.raises(FileNotFoundError):
+        run_recipe(_toy(arms=["standard"]), output=tmp_path / "o", runs_dir=tmp_path / "r",
+                   data_dir=tmp_path / "no_such_folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError):
+        run_recipe(_toy(arms=["standard"]), output=tmp_path / "o", runs_dir=tmp_path / "r", data_dir=empty)
+    with pytest.raises(ValueError):
+        RecipeConfig(model="resnet18")
+    with pytest.raises(ValueError):
+        RecipeConfig(steps=0)
+    with pytest.raises(ValueError, match="unknown RecipeConfig keys"):
+        RecipeConfig.from_dict({"stepz": 3})
+
+
+def test_cli_errors(tmp_path, capsys):
+    from advbn_aug.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["recipe", "mnist"])
+    with pytest.raises(ValueError, match="unknown arm"):
+        main(["recipe", "cifar10", "--tiny", "--arms", "nope", "--output", str(tmp_path / "o"),
+              "--runs-dir", str(tmp_path / "r")])
+    with pytest.raises(ValueError, match="unknown corruption"):
+        main(["recipe", "cifar10", "--tiny", "--corruptions", "rain", "--output", str(tmp_path / "o"),
+              "--runs-dir", str(tmp_path / "r")])
+    assert main(["recipe", "imagenet"]) == 2
+
+
+def test_recipe_yaml_files_match_builtins():
+    from advbn_aug.recipe_config import DEFAULT_ARMS, FULL, TINY, RecipeConfig, load_arms
+
+    folder = REPO / "recipes" / "cifar10" / "configs"
+    if not folder.is_dir():
+        pytest.skip("recipes/cifar10/configs not in this checkout")
+    arms = load_arms(folder / "arms")
+    assert {k: v.to_dict() for k, v in arms.items()} == {k: v.to_dict() for k, v in DEFAULT_ARMS.items()}
+    assert RecipeConfig.from_yaml(folder / "full.yaml") == FULL
+    assert RecipeConfig.from_yaml(folder / "tiny.yaml") == TINY
+
+
+def test_deepaugment_data_is_made_once_and_cached(tmp_path, monkeypatch):
+    import numpy as np
+
+    import advbn_aug.image as image
+    from advbn_aug.recipe import RecipeData, deepaugment_data
+
+    cfg = _toy(deepaugment={"nets": ["cae", "edsr"], "epochs": 1, "channels": 4, "batch_size": 16, "lr": 1e-3,
+                            "strength": 1.0, "group_size": 4})
+    data = RecipeData(cfg, None)
+    x, y = deepaugment_data(cfg, data, tmp_path, torch.device("cpu"), progress=False)
+    assert x.shape == (2 * 40, 32, 32, 3) and x.dtype == np.uint8
+    assert np.array_equal(y, np.concatenate([data.train_y, data.train_y]))
+    assert not np.array_equal(x[:40], data.train_x)  # perturbed copies, not the clean images
+    folders = list(tmp_path.glob("deepaugment-*"))
+    assert len(folders) == 1 and {p.name for p in folders[0].iterdir()} == {"cae.pt", "cae.npz", "edsr.pt",
+                                                                          "edsr.npz"}
+
+    def boom(*a, **k):
+        raise AssertionError("DeepAugment data was regenerated")
+
+    monkeypatch.setattr(image, "train_deepaugment_net", boom)
+    x2, _ = deepaugment_data(cfg, data, tmp_path, torch.device("cpu"), progress=False)
+    assert np.array_equal(x, x2)
+
+
+def test_aggregate_two_seeds_mean_std(toy_run, tmp_path):
+    from advbn_aug.recipe import aggregate
+
+    cfg, root, _ = toy_run
+    r = json.loads((root / "runs" / "standard" / "seed0" / "result.json").read_text())
+    r1 = dict(r, seed=1, sha256="0" * 64, mca=r["mca"] + 0.02)
+    doc = aggregate([r, r1], cfg, tmp_path, ["standard", "standard"])
+    row = doc["arms"]["standard"]
+    assert row["seeds"] == [0, 1] and row["mca"]["n"] == 2
+    assert row["mca"]["mean"] == pytest.approx(r["mca"] + 0.01)
+    assert row["mca"]["std"] == pytest.approx(0.02 / 2 ** 0.5)
+    assert (tmp_path / "sha256.txt").read_text().count("\n") == 2
+    assert " ± " in (tmp_path / "results.md").read_text()
+
+
+def test_collect_only_runs_nothing(toy_run, tmp_path, monkeypatch):
+    import advbn_aug.recipe as recipe
+
+    cfg, root, doc = toy_run
+
+    def boom(*a, **k):
+        raise AssertionError("--collect must not load data or train")
+
+    monkeypatch.setattr(recipe, "RecipeData", boom)
+    doc2 = recipe.run_recipe(cfg, output=tmp_path / "o", runs_dir=root / "runs", collect_only=True)
+    assert list(doc2["arms"]) == list(doc["arms"]) and (tmp_path / "o" / "results.md").is_file()
