@@ -11,11 +11,20 @@ __all__ = ["DictConfig"]
 T = TypeVar("T", bound="DictConfig")
 
 
+def _lists(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
 class DictConfig:
     """Mixin for ``@dataclass`` configs: ``to_dict`` / ``from_dict`` / ``to_yaml`` / ``from_yaml``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        """Plain JSON/YAML types: nested dataclasses become dicts, tuples become lists."""
+        return _lists(dataclasses.asdict(self))  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[T], data: dict[str, Any]) -> T:

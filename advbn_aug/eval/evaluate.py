@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import DictConfig
 from .corruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, check_dataset, check_severity, resolve_corruptions
 from .datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
 from .metrics import Baseline, accuracy, load_baseline, summarize
@@ -38,8 +39,8 @@ _CIFAR_DEPTHS = (20, 56)
 
 
 @dataclass
-class EvalConfig:
-    """Settings of one robustness evaluation; :meth:`to_dict` / :meth:`from_dict` round-trip through JSON types.
+class EvalConfig(DictConfig):
+    """Settings of one robustness evaluation; ``to_dict`` / ``from_dict`` (and YAML) round-trip through JSON types.
 
     ``split`` is the CIFAR-10 split used as clean images when none are given (``"test_lossless"``: the 1,000
     lossless test images of the shared data; ``"test"``: all 10,000). ``dataset`` picks the parameter table of
@@ -85,19 +86,6 @@ class EvalConfig:
         self.mean, self.std = tuple(map(float, self.mean)), tuple(map(float, self.std))
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown EvalConfig keys {unknown}: valid keys are {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 @dataclass
