@@ -306,7 +306,7 @@ class AdvBN:
         criterion = criterion or F.cross_entropy
         try:
             m, s = self.attack(f, targets, criterion)
-            x = perturb_stats(f, feature_stats(f).mean, m, s, self._clamp_for(f)).to(f.dtype)
+            x = self.perturb(f, m, s)
             self._busy = True
             with routed(self._duals, "adv"):
                 return criterion(self._suffix(x, train=True), targets)
