@@ -13,3 +13,7 @@ variant eps0.5    --advbn-eps 0.5
 variant steps3    --advbn-steps 3
 variant layer2    --advbn-layer layer2
 variant lr0.001   --lr 0.001
+# like-for-like controls and a longer budget (added in the second session)
+variant lr0.001   --arms standard advbn --lr 0.001
+variant steps300  --arms standard advbn --steps 300
+variant layer2    --arms standard advbn --advbn-layer layer2
