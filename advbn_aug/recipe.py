@@ -523,7 +523,7 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
         row["eval_seconds"] = _stat([r["eval_seconds"] for r in rs])
         row["sha256"] = {f"seed{r['seed']}": r["sha256"] for r in rs}
         table[a] = row
-    checks = _hypotheses(table)
+    checks = _hypotheses(table, by_arm)
     doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks,
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
@@ -544,7 +544,20 @@ def _delta(table: dict[str, Any], a: str, b: str, key: str) -> float | None:
     return None
 
 
-def _hypotheses(table: dict[str, Any]) -> dict[str, Any]:
+def _paired(by_arm: dict[str, list[dict[str, Any]]], a: str, b: str) -> dict[str, Any] | None:
+    """Per-seed differences ``a - b`` over the seeds both arms finished (the same seed means the same batches and
+    augmentation draws, so the pairing removes most of the batch-order noise)."""
+    ra, rb = ({r["seed"]: r for r in by_arm.get(x, [])} for x in (a, b))
+    seeds = sorted(set(ra) & set(rb))
+    if not seeds:
+        return None
+    d_mca = [ra[s]["mca"] - rb[s]["mca"] for s in seeds]
+    d_clean = [ra[s]["clean_acc_jpeg"] - rb[s]["clean_acc_jpeg"] for s in seeds]
+    return {"seeds": seeds, "delta_mca": _stat(d_mca), "delta_clean_jpeg": _stat(d_clean),
+            "mca_up": sum(d > 0 for d in d_mca)}
+
+
+def _hypotheses(table: dict[str, Any], by_arm: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     d_mca, d_clean = _delta(table, "advbn", "standard", "mca"), _delta(table, "advbn", "standard", "clean_acc_jpeg")
     if d_mca is not None and d_clean is not None:
@@ -559,7 +572,21 @@ def _hypotheses(table: dict[str, Any]) -> dict[str, Any]:
         out["deepaugment_augmix_advbn_vs_deepaugment_augmix"] = {
             "delta_mca": d, "delta_clean_jpeg": _delta(table, "deepaugment_augmix_advbn", "deepaugment_augmix",
                                                        "clean_acc_jpeg"), "holds": d > 0}
+    pairs = {"advbn_vs_standard": ("advbn", "standard"), "augmix_advbn_vs_augmix": ("augmix_advbn", "augmix"),
+             "deepaugment_augmix_advbn_vs_deepaugment_augmix": ("deepaugment_augmix_advbn", "deepaugment_augmix")}
+    for key, (a, b) in pairs.items():
+        paired = _paired(by_arm or {}, a, b)
+        if key in out and paired is not None:
+            out[key]["paired"] = paired
     return out
+
+
+def _paired_text(v: dict[str, Any]) -> str:
+    p = v.get("paired")
+    if not p:
+        return ""
+    return (f" Paired by seed ({len(p['seeds'])} seeds): Δ mCA {_fmt(p['delta_mca'], signed=True)}, Δ clean "
+            f"{_fmt(p['delta_clean_jpeg'], signed=True)}; mCA higher in {p['mca_up']} of {len(p['seeds'])} seeds.")
 
 
 def _fmt(stat: dict[str, Any] | None, signed: bool = False) -> str:
@@ -595,14 +622,14 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
         v = h["advbn_vs_standard"]
         lines.append(f"- AdvBN vs standard: Δ mCA {100 * v['delta_mca']:+.2f}, Δ clean (JPEG test) "
                      f"{100 * v['delta_clean_jpeg']:+.2f} → hypothesis (mCA up, clean cost ≤ 0.5) "
-                     f"**{'holds' if v['holds'] else 'does not hold'}** on these means.")
+                     f"**{'holds' if v['holds'] else 'does not hold'}** on these means." + _paired_text(v))
     for key, label in (("augmix_advbn_vs_augmix", "AugMix + AdvBN vs AugMix"),
                        ("deepaugment_augmix_advbn_vs_deepaugment_augmix", "DeepAugment + AugMix + AdvBN vs "
                                                                           "DeepAugment + AugMix")):
         if key in h:
             v = h[key]
             lines.append(f"- {label}: Δ mCA {100 * v['delta_mca']:+.2f}, Δ clean {100 * v['delta_clean_jpeg']:+.2f}"
-                         f" → **{'better' if v['holds'] else 'not better'}**.")
+                         f" → **{'better' if v['holds'] else 'not better'}**." + _paired_text(v))
     if not h:
         lines.append("- not enough finished arms yet.")
     corr = sorted({c for row in arms.values() for c in row["per_corruption"]})

@@ -215,3 +215,22 @@ def test_collect_only_runs_nothing(toy_run, tmp_path, monkeypatch):
     monkeypatch.setattr(recipe, "RecipeData", boom)
     doc2 = recipe.run_recipe(cfg, output=tmp_path / "o", runs_dir=root / "runs", collect_only=True)
     assert list(doc2["arms"]) == list(doc["arms"]) and (tmp_path / "o" / "results.md").is_file()
+
+
+def test_hypotheses_pair_arms_by_seed(toy_run, tmp_path):
+    from advbn_aug.recipe import aggregate
+
+    cfg, root, _ = toy_run
+    std = json.loads((root / "runs" / "standard" / "seed0" / "result.json").read_text())
+    adv = json.loads((root / "runs" / "advbn" / "seed0" / "result.json").read_text())
+    runs = []
+    for seed, (d_mca, d_clean) in enumerate([(0.03, -0.01), (-0.01, 0.0), (0.02, -0.02)]):
+        s = dict(std, seed=seed, mca=0.5 + 0.1 * seed, clean_acc_jpeg=0.8)
+        runs += [s, dict(adv, seed=seed, mca=s["mca"] + d_mca, clean_acc_jpeg=0.8 + d_clean)]
+    runs.append(dict(adv, seed=7, mca=0.9))  # a seed without a standard partner is left out of the pairing
+    h = aggregate(runs, cfg, tmp_path, ["standard", "advbn"])["hypotheses"]["advbn_vs_standard"]
+    p = h["paired"]
+    assert p["seeds"] == [0, 1, 2] and p["mca_up"] == 2
+    assert p["delta_mca"]["mean"] == pytest.approx(0.04 / 3)
+    assert p["delta_clean_jpeg"]["mean"] == pytest.approx(-0.01)
+    assert "mCA higher in 2 of 3 seeds" in (tmp_path / "results.md").read_text()
