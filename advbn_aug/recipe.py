@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .recipe_config import ARM_ORDER, DEFAULT_ARMS, FULL, PREFIX, TINY, ArmConfig, RecipeConfig, digest, load_arms
+from .recipe_config import ARM_ORDER, DEFAULT_ARMS, FULL, TINY, ArmConfig, RecipeConfig, digest, load_arms, prefix_names
 
 __all__ = ["RecipeConfig", "ArmConfig", "DEFAULT_ARMS", "run_recipe", "run_arm", "aggregate", "export_state_dict",
            "add_arguments", "run", "FULL", "TINY"]
@@ -182,8 +182,8 @@ def pretrained_keys(depth: int) -> list[str]:
     return [k.removeprefix("module.") for k in state]
 
 
-def _prefix_modules(model: nn.Module) -> list[nn.Module]:
-    return [getattr(model, name) for name in PREFIX]
+def _prefix_modules(model: nn.Module, cfg: RecipeConfig) -> list[nn.Module]:
+    return [getattr(model, name) for name in prefix_names(cfg.advbn.get("layer", "layer1"))]
 
 
 def export_state_dict(model: nn.Module, keys: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -281,7 +281,7 @@ def _lr_at(cfg: RecipeConfig, step: int) -> float:
 def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path, device: torch.device,
            amp: bool, extra: tuple[np.ndarray, np.ndarray] | None, progress: bool) -> tuple[nn.Module, dict]:
     model, _ = _load_model(cfg)
-    for m in _prefix_modules(model):
+    for m in _prefix_modules(model, cfg):
         m.requires_grad_(False)
     policy = _build_policy(cfg, arm)
     policy.attach(model)
@@ -328,7 +328,7 @@ def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_d
         y = torch.from_numpy(y_pool[idx]).to(device)
         x = _random_crop_flip(x)
         model.train()
-        for m in _prefix_modules(model):
+        for m in _prefix_modules(model, cfg):
             m.eval()
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             loss, info = policy.step(model, x, y, epoch=0, step=step)
@@ -600,7 +600,8 @@ def _fmt(stat: dict[str, Any] | None, signed: bool = False) -> str:
 def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
     cfg = doc["config"]
     lines = ["# CIFAR-10 recipe: AdvBN and image-space augmentation", "",
-             f"Model {cfg['model']} (pretrained, stem + layer1 frozen in every arm); {cfg['steps']} steps x "
+             f"Model {cfg['model']} (pretrained; {', '.join(prefix_names(cfg['advbn']['layer']))} frozen in every "
+             f"arm); {cfg['steps']} steps x "
              f"{cfg['batch_size']} images, SGD lr {cfg['lr']} (x{cfg['decay_rate']} after {cfg['decay_at']:.0%}), "
              f"training subset {cfg['train_subset'] or 'all'}; corruptions: {cfg['eval_images']} test images, "
              f"{'all 19' if cfg['corruptions'] == 'all' else len(cfg['corruptions'])} corruptions x severities "

@@ -16,10 +16,22 @@ from typing import Any
 
 from .config import DictConfig
 
-__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "TINY", "load_arms", "PREFIX"]
+__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "TINY", "load_arms", "PREFIX",
+           "prefix_names"]
 
-# Every arm trains the same parameters: the stem and layer1 are frozen (the AdvBN prefix, as in the paper).
+# The top-level modules of the CIFAR ResNets, in forward order. Every arm freezes the same prefix: the stem and
+# every stage up to and including the AdvBN layer (the paper's AdvBN prefix; with the default layer1 that is
+# conv1, bn1, layer1), so all arms train the same parameters.
+_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3")
 PREFIX = ("conv1", "bn1", "layer1")
+
+
+def prefix_names(layer: str) -> tuple[str, ...]:
+    """The frozen top-level modules for an AdvBN ``layer`` of the CIFAR ResNets (a stage name)."""
+    if layer not in _STAGES[2:]:
+        raise ValueError(f"the recipe's advbn.layer must be one of the CIFAR ResNet stages {list(_STAGES[2:])}, got "
+                         f"{layer!r} (the prefix frozen in every arm ends there)")
+    return _STAGES[:_STAGES.index(layer) + 1]
 
 
 @dataclass
@@ -134,6 +146,7 @@ class RecipeConfig(DictConfig):
             raise ValueError("need lr > 0, 0 <= decay_at <= 1 and decay_rate > 0")
         if not self.arms:
             raise ValueError("arms is empty: pass at least one arm")
+        prefix_names(self.advbn.get("layer", "layer1"))
         self.seeds = [int(s) for s in self.seeds]
         self.severities = [int(s) for s in self.severities]
 

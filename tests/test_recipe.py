@@ -234,3 +234,16 @@ def test_hypotheses_pair_arms_by_seed(toy_run, tmp_path):
     assert p["delta_mca"]["mean"] == pytest.approx(0.04 / 3)
     assert p["delta_clean_jpeg"]["mean"] == pytest.approx(-0.01)
     assert "mCA higher in 2 of 3 seeds" in (tmp_path / "results.md").read_text()
+
+
+def test_every_arm_freezes_the_prefix_up_to_the_advbn_layer(tmp_path):
+    from advbn_aug.cifar_resnet import cifar_resnet
+    from advbn_aug.recipe import run_recipe
+
+    cfg = _toy(arms=["standard"], advbn={"layer": "layer2", "eps": 1.1, "step_size": 0.2, "steps": 2})
+    doc = run_recipe(cfg, output=tmp_path / "results", runs_dir=tmp_path / "runs", progress=False,
+                     cache_dir=str(tmp_path / "cache"))
+    r = doc["runs"][0]
+    model = cifar_resnet(20)
+    expected = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("layer3", "linear")))
+    assert r["arm"]["name"] == "standard" and r["trainable_parameters"] == expected
