@@ -585,8 +585,15 @@ def _paired_text(v: dict[str, Any]) -> str:
     p = v.get("paired")
     if not p:
         return ""
-    return (f" Paired by seed ({len(p['seeds'])} seeds): Δ mCA {_fmt(p['delta_mca'], signed=True)}, Δ clean "
-            f"{_fmt(p['delta_clean_jpeg'], signed=True)}; mCA higher in {p['mca_up']} of {len(p['seeds'])} seeds.")
+    d, n = p["delta_mca"], len(p["seeds"])
+    text = (f" Paired by seed ({n} seeds): Δ mCA {_fmt(d, signed=True)}, Δ clean "
+            f"{_fmt(p['delta_clean_jpeg'], signed=True)}; mCA higher in {p['mca_up']} of {n} seeds.")
+    if n > 1:
+        se = d["std"] / n ** 0.5
+        noise = abs(d["mean"]) < 2 * se
+        text += (f" The paired Δ mCA is {'within' if noise else 'outside'} two standard errors "
+                 f"(±{200 * se:.2f}): {'not distinguishable from' if noise else 'larger than'} seed noise.")
+    return text
 
 
 def _fmt(stat: dict[str, Any] | None, signed: bool = False) -> str:
@@ -630,7 +637,7 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
         if key in h:
             v = h[key]
             lines.append(f"- {label}: Δ mCA {100 * v['delta_mca']:+.2f}, Δ clean {100 * v['delta_clean_jpeg']:+.2f}"
-                         f" → **{'better' if v['holds'] else 'not better'}**." + _paired_text(v))
+                         f" → **{'better' if v['holds'] else 'not better'}** on these means." + _paired_text(v))
     if not h:
         lines.append("- not enough finished arms yet.")
     corr = sorted({c for row in arms.values() for c in row["per_corruption"]})
