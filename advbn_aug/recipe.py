@@ -586,13 +586,15 @@ def _paired_text(v: dict[str, Any]) -> str:
     if not p:
         return ""
     d, n = p["delta_mca"], len(p["seeds"])
-    text = (f" Paired by seed ({n} seeds): Δ mCA {_fmt(d, signed=True)}, Δ clean "
+    text = (f" Paired by seed ({n} seed{'s' if n != 1 else ''}): Δ mCA {_fmt(d, signed=True)}, Δ clean "
             f"{_fmt(p['delta_clean_jpeg'], signed=True)}; mCA higher in {p['mca_up']} of {n} seeds.")
     if n > 1:
         se = d["std"] / n ** 0.5
         noise = abs(d["mean"]) < 2 * se
         text += (f" The paired Δ mCA is {'within' if noise else 'outside'} two standard errors "
                  f"(±{200 * se:.2f}): {'not distinguishable from' if noise else 'larger than'} seed noise.")
+    else:
+        text += " One seed: no estimate of the seed noise."
     return text
 
 

@@ -17,10 +17,8 @@ variant lr0.001   --lr 0.001
 variant lr0.001   --arms standard advbn --lr 0.001
 variant steps300  --arms standard advbn --steps 300
 variant layer2    --arms standard advbn --advbn-layer layer2
-# more seeds for the variants with a matched control and for eps 0.5 (run with SEEDS="0 1 2"; finished seeds are
-# skipped)
+# more seeds for the variants with a matched control (run with SEEDS="0 1 2"; finished seeds are skipped)
 if [[ -n "${SEEDS:-}" ]]; then
   variant steps300  --arms standard advbn --steps 300 --seeds $SEEDS
   variant lr0.001   --arms standard advbn --lr 0.001 --seeds $SEEDS
-  variant eps0.5    --advbn-eps 0.5 --seeds $SEEDS
 fi
