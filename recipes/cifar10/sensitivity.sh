@@ -21,4 +21,6 @@ variant layer2    --arms standard advbn --advbn-layer layer2
 if [[ -n "${SEEDS:-}" ]]; then
   variant steps300  --arms standard advbn --steps 300 --seeds $SEEDS
   variant lr0.001   --arms standard advbn --lr 0.001 --seeds $SEEDS
+  # is AdvBN complementary to AugMix at the paper's lr too?
+  variant lr0.001   --arms standard advbn augmix augmix_advbn --lr 0.001 --seeds $SEEDS
 fi

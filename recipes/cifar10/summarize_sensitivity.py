@@ -25,6 +25,9 @@ ROWS = [
     ("standard lr0.001", R / "runs/sensitivity/lr0.001/standard", "lr 0.001", None),
     ("advbn lr0.001", R / "runs/sensitivity/lr0.001/advbn", "lr 0.001",
      R / "runs/sensitivity/lr0.001/standard"),
+    ("augmix lr0.001", R / "runs/sensitivity/lr0.001/augmix", "AugMix + JSD, lr 0.001", None),
+    ("augmix_advbn lr0.001", R / "runs/sensitivity/lr0.001/augmix_advbn", "AugMix + JSD + AdvBN, lr 0.001",
+     R / "runs/sensitivity/lr0.001/augmix"),
     ("standard steps300", R / "runs/sensitivity/steps300/standard", "300 steps (3x budget)", None),
     ("advbn steps300", R / "runs/sensitivity/steps300/advbn", "300 steps (3x budget)",
      R / "runs/sensitivity/steps300/standard"),
@@ -53,7 +56,8 @@ def main() -> None:
     lines = ["# AdvBN sensitivity (ResNet-20, the full recipe's evaluation)", "",
              "Mean ± std over the seeds that finished (seeds column). With one seed, read small differences "
              "against the main table's std over seeds (0.2-0.7 mCA).",
-             "Δ columns compare each AdvBN run with the standard fine-tune trained with the same lr and steps; the "
+             "Δ columns compare each AdvBN run with its control: the same arm without AdvBN, trained with the same "
+             "lr, steps and frozen prefix; the "
              "paired column takes the per-seed differences (same seed = same batches and draws) where a variant has "
              "its own control with 2+ seeds.", "",
              "| run | change | seeds | clean JPEG test | lossless-1k | mCA (19x5) | control | Δ mCA vs control | "
@@ -75,7 +79,7 @@ def main() -> None:
                   if len(pairs) > 1 and ctrl_path != MAIN_STD else " | -")
         else:
             d = "- | - | -" if ctrl_path is None else "(control not finished) | | "
-        ctrl_cell = "-" if ctrl_path is None else f"{ctrl} standard"
+        ctrl_cell = "-" if ctrl_path is None else f"{ctrl} {ctrl_path.name}"
         cells = " | ".join(_cell(r, k) for k in ("clean_acc_jpeg", "clean_acc_lossless", "mca"))
         lines.append(f"| {name} | {what} | {r['n']} | {cells} | {ctrl_cell} | {d} |")
         points.append((name, r["clean_acc_jpeg"], r["mca"]))
