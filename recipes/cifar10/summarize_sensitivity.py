@@ -97,12 +97,12 @@ def _plot(points: list[tuple[str, float, float]], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 5))
     for name, clean, mca in points:
-        marker = "o" if name.startswith("standard") else "^"
+        marker = "^" if "advbn" in name else "o"
         ax.scatter(clean, mca, marker=marker)
         ax.annotate(name, (clean, mca), fontsize=7, xytext=(4, 3), textcoords="offset points")
     ax.set_xlabel("clean accuracy, JPEG test set (%)")
     ax.set_ylabel("mean corruption accuracy, 19x5 (%)")
-    ax.set_title("AdvBN sensitivity, ResNet-20, mean over seeds (o standard, ^ AdvBN)")
+    ax.set_title("AdvBN sensitivity, ResNet-20, mean over seeds (^ with AdvBN, o without)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
