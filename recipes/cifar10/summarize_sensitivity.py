@@ -12,25 +12,26 @@ import numpy as np
 
 R = Path("recipes/cifar10")
 MAIN_STD = R / "runs/standard"
-# (row name, result file, what changed, control result file)
+S = R / "runs/sensitivity"
+
+
+def _with_control(variant: str, arm: str, control: str, what: str, control_what: str) -> list[tuple]:
+    """A variant's control row and its AdvBN row (compared with that control)."""
+    return [(f"{control} {variant}", S / variant / control, control_what, None),
+            (f"{arm} {variant}", S / variant / arm, what, S / variant / control)]
+
+
+# (row name, runs folder of the arm, what changed, runs folder of its control)
 ROWS = [
     ("standard (main table)", MAIN_STD, "-", None),
-    ("advbn, paper defaults (main table)", R / "runs/advbn", "eps 1.1, 6 steps, layer1, lr 0.01",
-     MAIN_STD),
-    ("advbn eps0.5", R / "runs/sensitivity/eps0.5/advbn", "eps 0.5", MAIN_STD),
-    ("advbn steps3", R / "runs/sensitivity/steps3/advbn", "3 PGD steps", MAIN_STD),
-    ("standard layer2", R / "runs/sensitivity/layer2/standard", "prefix up to layer2 frozen", None),
-    ("advbn layer2", R / "runs/sensitivity/layer2/advbn", "after layer2 (prefix up to layer2 frozen)",
-     R / "runs/sensitivity/layer2/standard"),
-    ("standard lr0.001", R / "runs/sensitivity/lr0.001/standard", "lr 0.001", None),
-    ("advbn lr0.001", R / "runs/sensitivity/lr0.001/advbn", "lr 0.001",
-     R / "runs/sensitivity/lr0.001/standard"),
-    ("augmix lr0.001", R / "runs/sensitivity/lr0.001/augmix", "AugMix + JSD, lr 0.001", None),
-    ("augmix_advbn lr0.001", R / "runs/sensitivity/lr0.001/augmix_advbn", "AugMix + JSD + AdvBN, lr 0.001",
-     R / "runs/sensitivity/lr0.001/augmix"),
-    ("standard steps300", R / "runs/sensitivity/steps300/standard", "300 steps (3x budget)", None),
-    ("advbn steps300", R / "runs/sensitivity/steps300/advbn", "300 steps (3x budget)",
-     R / "runs/sensitivity/steps300/standard"),
+    ("advbn, paper defaults (main table)", R / "runs/advbn", "eps 1.1, 6 steps, layer1, lr 0.01", MAIN_STD),
+    ("advbn eps0.5", S / "eps0.5/advbn", "eps 0.5", MAIN_STD),
+    ("advbn steps3", S / "steps3/advbn", "3 PGD steps", MAIN_STD),
+    *_with_control("layer2", "advbn", "standard", "after layer2 (prefix up to layer2 frozen)",
+                   "prefix up to layer2 frozen"),
+    *_with_control("lr0.001", "advbn", "standard", "lr 0.001", "lr 0.001"),
+    *_with_control("lr0.001", "augmix_advbn", "augmix", "AugMix + JSD + AdvBN, lr 0.001", "AugMix + JSD, lr 0.001"),
+    *_with_control("steps300", "advbn", "standard", "300 steps (3x budget)", "300 steps (3x budget)"),
 ]
 
 
