@@ -1,15 +1,17 @@
 """advbn_aug: adversarial feature-statistics augmentation (AdvBN) as a plugin for timm and torchvision models.
 
-Core: :class:`AdvBN` / :func:`attach` (feature-space), :class:`Policy` (stacks image-space stages such as
-:class:`AugMix` and :class:`DeepAugment` with feature-space augmenters), :func:`evaluate_corruptions` (CIFAR-10-C /
-ImageNet-C style robustness evaluation).
+Core: :class:`AdvBN` / :func:`attach` (feature-space; :func:`attack_stats` is its functional core), :class:`Policy`
+(stacks image-space stages such as :class:`AugMix` and :class:`DeepAugment` with feature-space augmenters),
+:func:`evaluate_corruptions` (CIFAR-10-C / ImageNet-C style robustness evaluation).
 """
 
-from .advbn import AdvBN, AdvBNConfig, attach
+from .advbn import AdvBN, attach
+from .advbn_config import AdvBNConfig
+from .attack import AttackResult, attack_stats, run_attack
 from .cifar_resnet import CifarResNet, cifar_resnet, load_pretrained_cifar_resnet
 from .config import DictConfig
 from .data import load_cifar10, shared_data_dir
-from .dual_norm import DualNorm, convert_dual_norm, fold_dual_norm, routed
+from .dual_norm import DualNorm, convert_dual_norm, fold_dual_norm, routed, select_bn_state
 from .eval import (
     ALEXNET_ERRORS,
     BENCHMARK_CORRUPTIONS,
@@ -44,11 +46,11 @@ from .stats import FeatureStats, feature_stats, perturb_stats
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdvBN", "AdvBNConfig", "attach",
+    "AdvBN", "AdvBNConfig", "attach", "attack_stats", "run_attack", "AttackResult",
     "CifarResNet", "cifar_resnet", "load_pretrained_cifar_resnet",
     "DictConfig",
     "load_cifar10", "shared_data_dir",
-    "DualNorm", "convert_dual_norm", "fold_dual_norm", "routed",
+    "DualNorm", "convert_dual_norm", "fold_dual_norm", "routed", "select_bn_state",
     "ALEXNET_ERRORS", "BENCHMARK_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "Baseline", "EvalConfig",
     "EvalResult", "ImageNetCFolder", "corrupt", "evaluate_corruptions", "load_baseline", "load_cifar10c",
     "summarize", "write_report",

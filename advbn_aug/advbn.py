@@ -16,66 +16,39 @@ Usage in an existing loop (attach before building the optimizer and before wrapp
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import inspect
+import logging
+import warnings
+from contextlib import AbstractContextManager
+from dataclasses import fields
+from typing import Any, Literal, get_type_hints, overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from .config import DictConfig
-from .dual_norm import convert_dual_norm, fold_dual_norm, routed
-from .split import ModelSplit, SplitMode, split_model
+from .advbn_config import AdvBNConfig
+from .attack import Criterion, run_attack
+from .dual_norm import Route, convert_dual_norm, fold_dual_norm, routed
+from .split import ModelSplit, split_model
 from .stats import feature_layout, feature_stats, perturb_stats
 
 __all__ = ["AdvBN", "AdvBNConfig", "attach"]
 
-Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_log = logging.getLogger("advbn_aug")
 
 
-@dataclass
-class AdvBNConfig(DictConfig):
-    """AdvBN settings; the defaults are the paper's.
-
-    Args:
-        layer: module name (``layer1``, ``stages.0``, ``blocks.5``) or timm ``feature_info`` index to attack after.
-        eps: multipliers stay in ``[1 - eps, 1 + eps]``.
-        step_size: PGD sign-step size on the multipliers.
-        steps: number of PGD steps (0: no attack, the adversarial term uses unperturbed features).
-        clamp_min: lower clamp of perturbed ``(N, C, H, W)`` features (0: re-apply the ReLU); ``None`` disables it.
-        token_clamp_min: the same for ``(N, T, C)`` token features; off by default (tokens are not post-ReLU).
-        dual_bn: give downstream BatchNorms an adversarial copy (AdvProp-style auxiliary BN).
-        dual_ln: also duplicate downstream LayerNorm/GroupNorm (they have no running statistics: off by default).
-        freeze_prefix: freeze the layers up to and including ``layer`` (no gradients, BatchNorm in eval mode).
-        split: ``"auto"`` (torch.fx, falling back to hook substitution), ``"fx"`` or ``"hook"``.
-        check_finite: raise on non-finite features instead of training on them.
-    """
-
-    layer: str | int = "layer1"
-    eps: float = 1.1
-    step_size: float = 0.2
-    steps: int = 6
-    clamp_min: float | None = 0.0
-    token_clamp_min: float | None = None
-    dual_bn: bool = True
-    dual_ln: bool = False
-    freeze_prefix: bool = True
-    split: SplitMode = "auto"
-    check_finite: bool = True
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.layer, (str, int)) or isinstance(self.layer, bool) or self.layer == "":
-            raise ValueError(f"layer must be a module name or a feature_info index, got {self.layer!r}")
-        if not self.eps >= 0:
-            raise ValueError(f"eps must be >= 0 (the multiplier box is [1 - eps, 1 + eps]), got {self.eps}")
-        if not self.step_size > 0:
-            raise ValueError(f"step_size must be > 0, got {self.step_size}; use steps=0 to disable the attack")
-        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
-        if self.split not in ("auto", "fx", "hook"):
-            raise ValueError(f"split must be 'auto', 'fx' or 'hook', got {self.split!r}")
+def _feature_info_channels(model: nn.Module, layer: str) -> int | None:
+    """The channel count timm's ``feature_info`` declares for ``layer`` (``None`` when the model has none)."""
+    info = getattr(model, "feature_info", None)
+    try:
+        for d in info or ():
+            if isinstance(d, dict) and d.get("module") == layer and isinstance(d.get("num_chs"), int):
+                return d["num_chs"]
+    except TypeError:
+        return None
+    return None
 
 
 def _is_data_parallel(model: nn.Module) -> bool:
@@ -93,13 +66,27 @@ class _CaptureHook:
 
 
 class _RootPreHook:
-    """Forward pre-hook on the model: keeps the frozen prefix in eval mode, caches inputs for the hook split."""
+    """Forward pre-hook on the model: starts a step (drops the last feature), caches inputs for the hook split."""
 
     def __init__(self, owner: AdvBN):
         self.owner = owner
 
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.owner._before_forward(args, kwargs)
+
+
+class _FrozenPrefixHook:
+    """Forward pre-hook on each frozen-prefix module: eval mode whichever method of the model runs it."""
+
+    def __init__(self, owner: AdvBN):
+        self.owner = owner
+
+    def __call__(self, module: nn.Module, args: Any) -> None:
+        if module.training:
+            module.training = False
+
+
+_HOOK_TYPES = (_CaptureHook, _RootPreHook, _FrozenPrefixHook)
 
 
 class AdvBN:
@@ -109,23 +96,28 @@ class AdvBN:
     :meth:`adversarial_loss` then finds multipliers ``m, s`` (batch-shared, per channel) that maximise the loss of
     ``suffix(clamp((f - mu) * s + mu * m))`` by ``steps`` sign-gradient steps within ``[1 - eps, 1 + eps]``, and
     returns the loss of the downstream layers on those features. Eval-mode forwards are untouched.
+
+    The keyword arguments are the fields of :class:`AdvBNConfig` (``AdvBN("layer1", eps=1.1, steps=6, ...)``).
     """
 
-    def __init__(self, layer: str | int, *, eps: float = 1.1, step_size: float = 0.2, steps: int = 6,
-                 clamp_min: float | None = 0.0, dual_bn: bool = True, freeze_prefix: bool = True,
-                 token_clamp_min: float | None = None, dual_ln: bool = False, split: SplitMode = "auto",
-                 check_finite: bool = True):
-        self.config = AdvBNConfig(layer=layer, eps=eps, step_size=step_size, steps=steps, clamp_min=clamp_min,
-                                  token_clamp_min=token_clamp_min, dual_bn=dual_bn, dual_ln=dual_ln,
-                                  freeze_prefix=freeze_prefix, split=split, check_finite=check_finite)
+    def __init__(self, layer: str | int = "layer1", **options: Any) -> None:
+        unknown = sorted(set(options) - {f.name for f in fields(AdvBNConfig)})
+        if unknown:
+            raise TypeError(f"unknown AdvBN option(s) {unknown}; valid options: "
+                            f"{[f.name for f in fields(AdvBNConfig)]}")
+        self.config = AdvBNConfig(layer=layer, **options)
         self.model: nn.Module | None = None
         self.split: ModelSplit | None = None
         self._duals: list[nn.Module] = []
         self._requires_grad: dict[nn.Parameter, bool] = {}
+        self._handles: list[Any] = []
         self._feature: torch.Tensor | None = None
+        self._feature_version: int | None = None
         self._inputs: tuple[tuple, dict] | None = None
         self._busy = False
         self._multipliers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._auto_clamp: dict[int, float | None] = {}
+        self._layout_checked = False
 
     @classmethod
     def from_config(cls, config: AdvBNConfig | dict) -> AdvBN:
@@ -135,16 +127,22 @@ class AdvBN:
     def __repr__(self) -> str:
         where = f"attached to {type(self.model).__name__} ({self.split.mode} split)" if self.split else "detached"
         c = self.config
-        return f"AdvBN(layer={c.layer!r}, eps={c.eps}, step_size={c.step_size}, steps={c.steps}, {where})"
+        return (f"AdvBN(layer={c.layer!r}, eps={c.eps}, step_size={c.step_size}, steps={c.steps}, "
+                f"clamp={self.clamp!r}, {where})")
 
     # ---------------------------------------------------------------- attach / detach
     @property
     def attached(self) -> bool:
         return self.model is not None
 
-    def attach(self, model: nn.Module) -> AdvBN:
+    def attach(self, model: nn.Module, *, example_inputs: Any = None, example_kwargs: dict | None = None) -> AdvBN:
         """Hook into ``model`` (in place) and return ``self``. Build the optimizer afterwards: the adversarial
-        BatchNorm copies are new parameters."""
+        BatchNorm copies are new parameters.
+
+        ``example_inputs`` (a tensor or a tuple of forward arguments) matters only for models that ``torch.fx`` cannot
+        trace: one no-grad eval forward records the order in which modules run, so the frozen prefix is exact from
+        the start (otherwise it is inferred from registration order and checked on the first training forward).
+        """
         if self.model is not None:
             raise RuntimeError(f"this AdvBN is already attached to a {type(self.model).__name__}; "
                                "call detach() first or create another AdvBN")
@@ -156,39 +154,59 @@ class AdvBN:
                 if isinstance(hook, _CaptureHook):
                     raise RuntimeError(f"the model already has an AdvBN attached at layer "
                                        f"{hook.owner.config.layer!r}; detach it first (adv.detach())")
-        split = split_model(model, self.config.layer, self.config.split)
+        if isinstance(example_inputs, torch.Tensor):
+            example_inputs = (example_inputs,)
+        split = split_model(model, self.config.layer, self.config.split, example_inputs=example_inputs,
+                            example_kwargs=example_kwargs)
         self.model, self.split = model, split
         if self.config.freeze_prefix:
             for p in split.prefix_params:
                 self._requires_grad[p] = p.requires_grad
                 p.requires_grad_(False)
+            self._handles += [m.register_forward_pre_hook(_FrozenPrefixHook(self)) for m in split.prefix_modules]
         if self.config.dual_bn or self.config.dual_ln:
             self._duals = convert_dual_norm(split.suffix_modules, batch_norm=self.config.dual_bn,
                                             layer_norm=self.config.dual_ln)
-        split.layer_module.register_forward_hook(_CaptureHook(self))
-        model.register_forward_pre_hook(_RootPreHook(self), with_kwargs=True)
+            split.refresh()  # the in-place class swap is ours, not a change of the model
+        self._handles.append(split.layer_module.register_forward_hook(_CaptureHook(self)))
+        self._handles.append(model.register_forward_pre_hook(_RootPreHook(self), with_kwargs=True))
+        self._auto_clamp, self._layout_checked = {}, False
         return self
 
-    def detach(self) -> nn.Module:
-        """Remove every hook, fold the dual norms back to their clean copies, unfreeze the prefix; return the model
-        with its original module classes and ``state_dict`` keys."""
+    def detach(self, keep: Route = "clean") -> nn.Module:
+        """Remove every hook, fold the dual norms back, unfreeze the prefix; return the model with its original
+        module classes and ``state_dict`` keys.
+
+        ``keep="clean"`` (default) keeps the clean BatchNorms; ``keep="adv"`` makes the adversarial (auxiliary) copies
+        the model's BatchNorms, e.g. to export a model for style-shifted data as the paper evaluates it.
+        """
+        if keep not in ("clean", "adv"):
+            raise ValueError(f"keep must be 'clean' or 'adv', got {keep!r}")
         if self.model is None or self.split is None:
             raise RuntimeError("this AdvBN is not attached: call attach(model) first")
         model = self.model
-        for m in model.modules():
+        for m in model.modules():  # by type, not by handle: deep copies of the model hold copied hooks
             for hooks in (m._forward_hooks, m._forward_pre_hooks):
-                for key in [k for k, h in hooks.items()
-                            if isinstance(h, (_CaptureHook, _RootPreHook)) and h.owner is self]:
+                for key in [k for k, h in hooks.items() if isinstance(h, _HOOK_TYPES) and h.owner is self]:
                     del hooks[key]
                     m._forward_pre_hooks_with_kwargs.pop(key, None)
-        fold_dual_norm(self._duals)
+        self._handles = []
+        self.split.close()
+        fold_dual_norm(self._duals, keep=keep)
         for p, flag in self._requires_grad.items():
             p.requires_grad_(flag)
         for m in self.split.prefix_modules:
             m.training = model.training
         self.model, self.split, self._duals, self._requires_grad = None, None, [], {}
-        self._feature = self._inputs = None
+        self.discard()
         return model
+
+    def route(self, route: Route) -> AbstractContextManager[None]:
+        """``with adv.route("adv"): logits = model(x)`` evaluates through the adversarial (auxiliary) BatchNorms,
+        as the paper does for style-shifted test sets; ``"clean"`` is the default route."""
+        if self.model is None:
+            raise RuntimeError("this AdvBN is not attached: call attach(model) first")
+        return routed(self._duals, route)
 
     # ---------------------------------------------------------------- hooks
     def _active(self) -> bool:
@@ -198,22 +216,66 @@ class AdvBN:
         if not self._active():
             return
         assert self.split is not None
-        if self.config.freeze_prefix:
-            for m in self.split.prefix_modules:
-                m.training = False
-        self._feature = None
+        self.discard()
         self._inputs = (args, kwargs) if self.split.mode == "hook" else None
 
     def _capture(self, output: Any) -> Any:
         """Cache the layer output; with a frozen prefix, also cut the graph there (no gradient flows upstream)."""
         if not self._active():
             return None
+        assert self.split is not None
         if not isinstance(output, torch.Tensor):
-            raise TypeError(f"AdvBN layer {self.split.layer!r} returned {type(output).__name__}, not a tensor: "  # type: ignore[union-attr]
+            raise TypeError(f"AdvBN layer {self.split.layer!r} returned {type(output).__name__}, not a tensor: "
                             "attach to a layer whose output is a single (N, C, H, W) or (N, T, C) tensor")
-        feature_layout(output, name=f"the output of layer {self.split.layer!r}")  # type: ignore[union-attr]
-        self._feature = output.detach()
-        return self._feature if self.config.freeze_prefix else None
+        feature_layout(output, name=f"the output of layer {self.split.layer!r}")
+        if not self._layout_checked:
+            self._check_layout(output)
+        detached = output.detach()
+        if self.config.capture == "copy":
+            self._feature, self._feature_version = detached.clone(), None
+        else:  # by reference: detach() shares the version counter, so an in-place change downstream is seen
+            self._feature, self._feature_version = detached, detached._version
+        return detached if self.config.freeze_prefix else None
+
+    def _check_layout(self, f: torch.Tensor) -> None:
+        """Refuse 4-D outputs that look channels-last unless ``layout`` says so (statistics would mix up axes)."""
+        layer, layout = self.split.layer, self.config.layout  # type: ignore[union-attr]
+        if layout == "nhwc" and f.dim() != 4:
+            raise ValueError(f"layout='nhwc' needs a 4-D (N, H, W, C) output, but layer {layer!r} returned shape "
+                             f"{tuple(f.shape)}: use layout='auto'")
+        if layout == "auto" and f.dim() == 4:
+            chs = _feature_info_channels(self.model, layer)  # type: ignore[arg-type]
+            n, a, b, c = f.shape
+            looks_nhwc = (a != chs and c == chs) if chs else (a == b != c)
+            if looks_nhwc:
+                why = f"feature_info says {chs} channels" if chs else "dims 1 and 2 are equal and dim 3 differs"
+                raise ValueError(f"the output of layer {layer!r} has shape {tuple(f.shape)}, which looks channels-last "
+                                 f"(N, H, W, C) ({why}); AdvBN would take H for the channels. Pass "
+                                 f"AdvBN({layer!r}, layout='nhwc') for channels-last stage outputs (Swin), or "
+                                 "layout='nchw' if it really is (N, C, H, W)")
+        self._layout_checked = True
+
+    def _stats_view(self, f: torch.Tensor) -> torch.Tensor:
+        """The feature as statistics see it: channels-last maps become tokens ``(N, H * W, C)``."""
+        return f.flatten(1, 2) if self.config.layout == "nhwc" else f
+
+    def discard(self) -> None:
+        """Drop the feature cached by the last train-mode forward without attacking it (e.g. during a warm-up)."""
+        self._feature = self._feature_version = self._inputs = None
+
+    def _take_feature(self) -> torch.Tensor:
+        f = self._feature
+        if f is None:
+            raise RuntimeError("no cached feature: call model(images) in train mode (model.train()) right before "
+                               "adversarial_loss(targets); each forward's feature is used once")
+        if self._feature_version is not None and f._version != self._feature_version:
+            layer = self.split.layer  # type: ignore[union-attr]
+            raise RuntimeError(
+                f"the output of layer {layer!r} was modified in place after AdvBN captured it (an in-place op "
+                "downstream, e.g. ReLU(inplace=True) or `out += identity`): attacking it would train on the modified "
+                f"values. Use AdvBN({layer!r}, capture='copy') to keep a private copy, or attach at a layer whose "
+                "output is not modified in place (a block or stage output)")
+        return f
 
     # ---------------------------------------------------------------- the attack
     @property
@@ -222,8 +284,25 @@ class AdvBN:
         before the first attack."""
         return self._multipliers
 
+    @property
+    def clamp(self) -> float | None | str:
+        """The clamp applied to the layer's features: a number, ``None`` (no clamp), or ``"auto"`` while undecided
+        (``clamp_min="auto"`` decides on the first training batch)."""
+        if not self._auto_clamp:
+            return self.config.clamp_min
+        return next(iter(self._auto_clamp.values()))
+
     def _clamp_for(self, f: torch.Tensor) -> float | None:
-        return self.config.clamp_min if f.dim() == 4 else self.config.token_clamp_min
+        spec = self.config.clamp_min if f.dim() == 4 else self.config.token_clamp_min
+        if spec != "auto":
+            return spec  # type: ignore[return-value]
+        if f.dim() not in self._auto_clamp:
+            nonneg = bool((f.detach().amin() >= 0).item())
+            self._auto_clamp[f.dim()] = 0.0 if nonneg else None
+            name = self.split.layer if self.split is not None else "the layer"
+            _log.info("AdvBN at %r: clamp_min='auto' -> %s (the output on the first training batch is %s)", name,
+                      "0.0" if nonneg else "None", "non-negative" if nonneg else "signed")
+        return self._auto_clamp[f.dim()]
 
     def _check(self, f: torch.Tensor, targets: torch.Tensor) -> None:
         if not isinstance(targets, torch.Tensor):
@@ -231,10 +310,26 @@ class AdvBN:
         if targets.dim() == 0 or targets.shape[0] != f.shape[0]:
             raise ValueError(f"targets have shape {tuple(targets.shape)} but the batch has {f.shape[0]} samples: pass "
                              "one class index per sample (N,) or one probability row per sample (N, K)")
-        if self.config.check_finite and not bool(torch.isfinite(f).all()):
-            raise FloatingPointError(f"the output of layer {self.split.layer!r} contains NaN or Inf: the model "  # type: ignore[union-attr]
-                                     "diverged or the input is not finite; AdvBN refuses to train on it (lower the "
-                                     "learning rate, check the inputs, or use AMP with a GradScaler)")
+
+    def _check_finite(self, f: torch.Tensor, f_adv: torch.Tensor | None, nonfinite_grads: torch.Tensor) -> None:
+        """One host sync for every check of a step: the input feature, the perturbed one, the attack gradients."""
+        if not self.config.check_finite:
+            return
+        layer = self.split.layer  # type: ignore[union-attr]
+        bad_in, bad_adv, bad_grad = torch.stack([
+            (~torch.isfinite(f)).sum(), (~torch.isfinite(f_adv)).sum() if f_adv is not None else nonfinite_grads * 0,
+            nonfinite_grads]).tolist()
+        if bad_in:
+            raise FloatingPointError(f"the output of layer {layer!r} contains NaN or Inf: the model diverged or the "
+                                     "input is not finite; AdvBN refuses to train on it (lower the learning rate, "
+                                     "check the inputs, or use AMP with a GradScaler)")
+        if bad_adv:
+            raise FloatingPointError(f"the perturbed feature at layer {layer!r} contains NaN or Inf although the "
+                                     "layer output is finite (overflow in low precision?): lower eps, or run the "
+                                     "model in float32 / bfloat16")
+        if bad_grad:
+            warnings.warn(f"AdvBN at {layer!r}: {bad_grad} non-finite attack gradient entries (float16 overflow?) "
+                          "took no step; the multipliers stayed finite", RuntimeWarning, stacklevel=3)
 
     def _suffix(self, feature: torch.Tensor, train: bool) -> torch.Tensor:
         assert self.split is not None
@@ -243,6 +338,22 @@ class AdvBN:
             raise TypeError(f"the model returned {type(out).__name__}; AdvBN needs a logits tensor (N, K) "
                             "(set aux_logits=False or wrap the model so forward returns one tensor)")
         return out
+
+    def _attack(self, f: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        view, shape = self._stats_view(f), f.shape
+        self._busy = True
+        try:
+            with routed(self._duals, "adv"):
+                m, s, nonfinite = run_attack(lambda x: self._suffix(x.reshape(shape), train=False), view, targets,
+                                             eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
+                                             clamp=self._clamp_for(f), criterion=criterion)
+        finally:
+            self._busy = False
+        c = m.numel()
+        self._multipliers = (m.reshape(1, c, 1, 1), s.reshape(1, c, 1, 1))
+        return m, s, nonfinite
 
     def attack(self, feature: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -254,65 +365,54 @@ class AdvBN:
         if self.split is None:
             raise RuntimeError("attach(model) before attacking")
         feature_layout(feature, name=f"the output of layer {self.split.layer!r}")
+        self.split.verify()
         self._check(feature, targets)
-        criterion = criterion or F.cross_entropy
-        cfg = self.config
-        f = feature.detach()
-        mean = feature_stats(f).mean
-        m = torch.ones_like(mean)
-        s = torch.ones_like(mean)
-        lo, hi = 1.0 - cfg.eps, 1.0 + cfg.eps
-        # a constant loss scale keeps float16 gradients from underflowing; the sign step ignores it
-        scale = 1024.0 if f.is_cuda and torch.is_autocast_enabled("cuda") and \
-            torch.get_autocast_dtype("cuda") == torch.float16 else 1.0
-        self._busy = True
-        try:
-            with routed(self._duals, "adv"), torch.enable_grad():
-                for _ in range(cfg.steps):
-                    m.requires_grad_(True)
-                    s.requires_grad_(True)
-                    x = perturb_stats(f, mean, m, s, self._clamp_for(f)).to(f.dtype)
-                    loss = criterion(self._suffix(x, train=False).float(), targets)
-                    gm, gs = torch.autograd.grad(loss * scale, (m, s))
-                    with torch.no_grad():
-                        m = (m + cfg.step_size * gm.sign()).clamp_(lo, hi)
-                        s = (s + cfg.step_size * gs.sign()).clamp_(lo, hi)
-        finally:
-            self._busy = False
-        m, s = m.detach(), s.detach()
-        c = mean.numel()
-        self._multipliers = (m.reshape(1, c, 1, 1), s.reshape(1, c, 1, 1))
+        m, s, nonfinite = self._attack(feature.detach(), targets, criterion)
+        self._check_finite(feature, None, nonfinite)
         return m, s
 
     def perturb(self, feature: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Apply multipliers ``m, s`` to ``feature`` with this AdvBN's clamp; returns ``feature``'s dtype."""
-        mean = feature_stats(feature).mean
-        return perturb_stats(feature.detach(), mean, m.reshape(mean.shape), s.reshape(mean.shape),
-                             self._clamp_for(feature)).to(feature.dtype)
+        view = self._stats_view(feature.detach())
+        mean = feature_stats(view).mean
+        out = perturb_stats(view, mean, m.reshape(mean.shape), s.reshape(mean.shape), self._clamp_for(feature))
+        return out.reshape(feature.shape).to(feature.dtype)
 
     # ---------------------------------------------------------------- losses
-    def adversarial_loss(self, targets: torch.Tensor, criterion: Criterion | None = None) -> torch.Tensor:
+    @overload
+    def adversarial_loss(self, targets: torch.Tensor, criterion: Criterion | None = ...,
+                         return_logits: Literal[False] = ...) -> torch.Tensor: ...
+
+    @overload
+    def adversarial_loss(self, targets: torch.Tensor, criterion: Criterion | None = ..., *,
+                         return_logits: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def adversarial_loss(self, targets: torch.Tensor, criterion: Criterion | None = None,
+                         return_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The adversarial term for the features cached by the last train-mode forward of the model.
 
         Attacks the cached feature, then runs the downstream layers in train mode through the adversarial norms
-        and returns ``criterion(logits_adv, targets)`` (cross-entropy by default). The cache is consumed.
+        and returns ``criterion(logits_adv, targets)`` (cross-entropy by default); with ``return_logits=True``,
+        ``(loss, logits_adv)`` (for adversarial accuracy). The cache is consumed.
         """
-        if self.model is None:
+        if self.model is None or self.split is None:
             raise RuntimeError("this AdvBN is not attached: call attach(model) first")
-        f = self._feature
-        if f is None:
-            raise RuntimeError("no cached feature: call model(images) in train mode (model.train()) right before "
-                               "adversarial_loss(targets); each forward's feature is used once")
-        criterion = criterion or F.cross_entropy
         try:
-            m, s = self.attack(f, targets, criterion)
+            f = self._take_feature()
+            self.split.verify()
+            self._check(f, targets)
+            criterion = criterion or F.cross_entropy
+            m, s, nonfinite = self._attack(f, targets, criterion)
             x = self.perturb(f, m, s)
+            self._check_finite(f, x, nonfinite)
             self._busy = True
             with routed(self._duals, "adv"):
-                return criterion(self._suffix(x, train=True), targets)
+                logits = self._suffix(x, train=True)
+            loss = criterion(logits, targets)
+            return (loss, logits) if return_logits else loss
         finally:
             self._busy = False
-            self._feature = self._inputs = None
+            self.discard()
 
     def loss(self, images: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None = None, *,
              model: nn.Module | None = None) -> torch.Tensor:
@@ -329,6 +429,21 @@ class AdvBN:
         criterion = criterion or F.cross_entropy
         out = net(images)
         return criterion(out, targets) + self.adversarial_loss(targets, criterion)
+
+
+def _derived_signature() -> inspect.Signature:
+    """``AdvBN.__init__``'s signature, derived from :class:`AdvBNConfig` (for ``help()``, IDEs and docs)."""
+    hints = get_type_hints(AdvBNConfig)
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for f in fields(AdvBNConfig):
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if f.name == "layer" else inspect.Parameter.KEYWORD_ONLY
+        params.append(inspect.Parameter(f.name, kind, default=f.default, annotation=hints[f.name]))
+    return inspect.Signature(params, return_annotation=None)
+
+
+AdvBN.__init__.__signature__ = _derived_signature()  # type: ignore[attr-defined]
+AdvBN.__init__.__doc__ = "Args:\n" + "\n".join(
+    f"    {f.name}: {f.metadata['help']} (default {f.default!r})." for f in fields(AdvBNConfig))
 
 
 def attach(model: nn.Module, layer: str | int = "layer1", **kwargs: Any) -> AdvBN:

@@ -1,7 +1,9 @@
 """The ``advbn-aug`` console script.
 
-Each subcommand lives in its own module that defines ``add_arguments(parser)`` and ``run(args) -> int``; the module
-is imported only when its subcommand runs, so ``advbn-aug --help`` stays fast.
+Each subcommand lives in its own module, imported only when its subcommand runs (so ``advbn-aug --help`` stays fast).
+The module either defines ``add_arguments(parser)`` and ``run(args) -> int``, or, if it parses its own command line
+(``timm-train`` passes unknown flags through to timm's parser), ``run_argv(argv, prog) -> int``.
+A :class:`~advbn_aug.config_cli.ConfigArgumentError` from ``run`` is reported as a usage error (exit status 2).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from .config_cli import ConfigArgumentError
+
 __all__ = ["main"]
 
 # name -> (module, one-line help)
@@ -17,6 +21,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "recipe": ("advbn_aug.recipe", "run a recipe: fine-tuning arms, corruption evaluation, result table"),
     "eval": ("advbn_aug.eval.command", "evaluate a model or checkpoint on clean and corrupted data"),
     "deepaugment": ("advbn_aug.image.deepaugment_cli", "train DeepAugment networks / write a DeepAugment dataset"),
+    "train": ("advbn_aug.integrations.timm_trainer", "train a timm model with AdvBN (self-contained trainer with "
+              "timm's flag names)"),
+    "timm-train": ("advbn_aug.integrations.timm_train", "run your timm checkout's train.py with AdvBN "
+                   "(--timm-train PATH/TO/train.py)"),
 }
 
 
@@ -31,9 +39,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = argv[0]
     module = importlib.import_module(_COMMANDS[name][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"advbn-aug {name}", description=_COMMANDS[name][1])
+    prog = f"advbn-aug {name}"
+    if hasattr(module, "run_argv"):
+        return int(module.run_argv(argv[1:], prog=prog) or 0)
+    cmd_parser = argparse.ArgumentParser(prog=prog, description=_COMMANDS[name][1])
     module.add_arguments(cmd_parser)
-    return int(module.run(cmd_parser.parse_args(argv[1:])) or 0)
+    args = cmd_parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except ConfigArgumentError as e:
+        cmd_parser.error(str(e))
 
 
 if __name__ == "__main__":

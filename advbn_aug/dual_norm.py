@@ -14,14 +14,14 @@ they can be duplicated too (``layer_norm=True``), which gives the adversarial pa
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-__all__ = ["DualNorm", "convert_dual_norm", "fold_dual_norm", "routed", "is_dual_norm", "Route",
+__all__ = ["DualNorm", "convert_dual_norm", "fold_dual_norm", "routed", "is_dual_norm", "Route", "select_bn_state",
            "DualBatchNorm2d", "DualSyncBatchNorm", "DualLayerNorm", "DualGroupNorm"]
 
 Route = Literal["clean", "adv"]
@@ -113,24 +113,57 @@ def convert_dual_norm(modules: Iterable[nn.Module], *, batch_norm: bool = True,
     return converted
 
 
-def fold_dual_norm(modules: Iterable[nn.Module]) -> list[nn.Module]:
-    """Undo :func:`convert_dual_norm` in place: drop the adversarial copies, restore the original classes."""
+def fold_dual_norm(modules: Iterable[nn.Module], keep: Route = "clean") -> list[nn.Module]:
+    """Undo :func:`convert_dual_norm` in place: restore the original classes, keeping the ``"clean"`` norms (the
+    adversarial copies are dropped) or the ``"adv"`` copies (their parameters and running statistics become the
+    module's). Either way the module classes and ``state_dict`` keys are the original ones."""
+    if keep not in ("clean", "adv"):
+        raise ValueError(f"keep must be 'clean' or 'adv', got {keep!r}")
     folded = []
     for m in modules:
         if isinstance(m, DualNorm):
+            aux = m.aux_bn
             del m.aux_bn
             del m.route
             m.__dict__.pop("__module__", None)
             m.__class__ = type(m)._base_cls
+            if keep == "adv":
+                m.load_state_dict(aux.state_dict())
             folded.append(m)
     return folded
 
 
-@contextmanager
-def routed(modules: Iterable[nn.Module], route: Route) -> Iterator[None]:
-    """Route the dual norms in ``modules`` to ``"clean"`` or ``"adv"`` inside the block, restoring afterwards."""
+def select_bn_state(state_dict: Mapping[str, Any], route: Route) -> dict[str, Any]:
+    """A plain ``state_dict`` from one saved with dual norms (``<name>.aux_bn.*`` keys): the clean norms
+    (``route="clean"``, the aux keys dropped) or the adversarial copies in the clean norms' places (``"adv"``).
+
+    Raises ``ValueError`` for ``"adv"`` when the state holds no ``aux_bn`` keys.
+    """
     if route not in ("clean", "adv"):
         raise ValueError(f"route must be 'clean' or 'adv', got {route!r}")
+    marker = "aux_bn."
+    plain = {k: v for k, v in state_dict.items() if not (k.startswith(marker) or f".{marker}" in k)}
+    if route == "clean":
+        return plain
+    aux = {k: v for k, v in state_dict.items() if k not in plain}
+    if not aux:
+        raise ValueError("the checkpoint holds no adversarial BatchNorm state ('*.aux_bn.*' keys): it was saved "
+                         "after detach() or without dual_bn; evaluate it with the clean route (--bn clean), or save "
+                         "model.state_dict() while AdvBN is attached")
+    for k, v in aux.items():
+        head, _, tail = k.rpartition(marker)
+        plain[head + tail] = v
+    return plain
+
+
+@contextmanager
+def routed(modules: nn.Module | Iterable[nn.Module], route: Route) -> Iterator[None]:
+    """Route the dual norms in ``modules`` (a model: all of its dual norms) to ``"clean"`` or ``"adv"`` inside the
+    block, restoring afterwards: ``with routed(model, "adv"): logits = model(x)``."""
+    if route not in ("clean", "adv"):
+        raise ValueError(f"route must be 'clean' or 'adv', got {route!r}")
+    if isinstance(modules, nn.Module):
+        modules = modules.modules()
     duals = [m for m in modules if isinstance(m, DualNorm)]
     saved = [m.route for m in duals]
     try:

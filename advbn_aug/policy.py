@@ -33,7 +33,9 @@ Example, a plain loop (attach before building the optimizer)::
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,6 +45,7 @@ from torch import nn
 
 from .advbn import AdvBN
 from .config import DictConfig
+from .dual_norm import Route, routed
 from .image.augmix import AugMixBatch, AugMixConfig
 from .image.stages import as_stage, build_stage
 from .losses import AUGMIX_JSD_WEIGHT, jsd_consistency
@@ -110,8 +113,8 @@ class AdvBNFeature:
         self.advbn.attach(model)
         return self
 
-    def detach(self) -> nn.Module:
-        return self.advbn.detach()
+    def detach(self, keep: Route = "clean") -> nn.Module:
+        return self.advbn.detach(keep=keep)
 
     def set_active(self, active: bool) -> None:
         self.active = bool(active)
@@ -258,15 +261,25 @@ class Policy:
         self.model = model
         return model
 
-    def detach(self) -> nn.Module:
-        """Remove the feature augmenters; returns the plain model."""
+    def detach(self, keep: Route = "clean") -> nn.Module:
+        """Remove the feature augmenters; returns the plain model. ``keep="adv"`` keeps the adversarial BatchNorm
+        copies in the clean ones' places (see :meth:`AdvBN.detach`)."""
+        if keep not in ("clean", "adv"):
+            raise ValueError(f"keep must be 'clean' or 'adv', got {keep!r}")
         if self.model is None:
             raise RuntimeError("this Policy is not attached: call policy.attach(model) first")
         model = self.model
         for f, _ in reversed(self.features):
-            model = f.detach()
+            takes_keep = "keep" in inspect.signature(f.detach).parameters  # augmenters without dual norms don't
+            model = f.detach(keep=keep) if takes_keep else f.detach()
         self.model = None
         return model
+
+    def route(self, route: Route) -> AbstractContextManager[None]:
+        """``with policy.route("adv"): logits = model(x)``: evaluate through every adversarial norm copy."""
+        if self.model is None:
+            raise RuntimeError("this Policy is not attached: call policy.attach(model) first")
+        return routed(self.model, route)
 
     # ------------------------------------------------------------ batches
     @staticmethod

@@ -784,10 +784,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decay-rate", type=float, default=None, help="lr factor after --decay-at")
     parser.add_argument("--decay-at", type=float, default=None, help="fraction of the steps where lr decays")
     parser.add_argument("--train-subset", type=int, default=None, help="class-balanced training subset size")
-    parser.add_argument("--advbn-layer", default=None)
-    parser.add_argument("--advbn-eps", type=float, default=None)
-    parser.add_argument("--advbn-steps", type=int, default=None)
-    parser.add_argument("--advbn-step-size", type=float, default=None)
     parser.add_argument("--eval-images", type=int, default=None, help="test images corrupted for CIFAR-10-C")
     parser.add_argument("--corruptions", default=None, help="comma list, 'all' (19) or 'benchmark' (15)")
     parser.add_argument("--severities", nargs="+", type=int, default=None)
@@ -801,6 +797,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="redo finished runs")
     parser.add_argument("--collect", action="store_true", help="run nothing: rewrite the table from finished runs")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    from .advbn_config import AdvBNConfig
+    from .config_cli import UNSET, add_config_arguments
+
+    group = parser.add_argument_group("AdvBN", "settings of the AdvBN arms (the recipe's advbn; the prefix up to "
+                                      "the layer is always frozen)")
+    add_config_arguments(group, AdvBNConfig, prefix="advbn-", exclude=("freeze_prefix",), defaults=UNSET)
 
 
 def config_from_args(args: argparse.Namespace) -> RecipeConfig:
@@ -809,8 +811,13 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
         if not Path(args.config).is_file():
             raise FileNotFoundError(f"--config {args.config} does not exist")
         base = RecipeConfig.from_yaml(Path(args.config))
-    advbn = {k: v for k, v in (("layer", args.advbn_layer), ("eps", args.advbn_eps), ("steps", args.advbn_steps),
-                               ("step_size", args.advbn_step_size)) if v is not None}
+    from .advbn_config import AdvBNConfig
+    from .config_cli import config_from_args as advbn_from_args
+    from .config_cli import config_values
+
+    advbn = config_values(args, AdvBNConfig, prefix="advbn-")  # only the flags given
+    if advbn:
+        advbn_from_args(args, AdvBNConfig, prefix="advbn-", base=AdvBNConfig.from_dict(dict(base.advbn)))
     corruptions = args.corruptions
     if corruptions is not None and corruptions not in ("all", "benchmark"):
         corruptions = [c.strip() for c in corruptions.split(",") if c.strip()]
@@ -826,7 +833,7 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
 def run(args: argparse.Namespace) -> int:
     if args.benchmark == "imagenet":
         print("The ImageNet recipe needs ImageNet and GPUs: see recipes/imagenet/README.md for its commands "
-              "(integrations/timm_trainer.py).", file=sys.stderr)
+              "(advbn-aug train).", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -21,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from advbn_aug.advbn import AdvBN, AdvBNConfig
+from advbn_aug.config_cli import add_config_arguments, config_from_args
 from advbn_aug.dual_norm import is_dual_norm
+from advbn_aug.eval.checkpoint import AUX_STATE_KEY
 from advbn_aug.policy import Policy, PolicyConfig
 
 try:  # the task API landed in timm 1.0.23
@@ -38,13 +40,11 @@ except ImportError:  # pragma: no cover - older timm: the launcher patches train
             model = getattr(model, "module", None) or model._orig_mod
         return model
 
-__all__ = ["AdvBNSettings", "AdvBNTask", "add_advbn_args", "settings_from_args", "check_timm_args", "timm_version",
-           "has_task_api", "aux_prefixes", "split_aux_state", "export_plain_checkpoint", "AUX_STATE_KEY",
-           "TASK_API_VERSION"]
+__all__ = ["AdvBNSettings", "AdvBNTask", "add_advbn_args", "settings_from_args", "check_timm_args", "dual_batch_norm",
+           "timm_version", "has_task_api", "aux_prefixes", "split_aux_state", "export_plain_checkpoint",
+           "AUX_STATE_KEY", "TASK_API_VERSION"]
 
 TASK_API_VERSION = (1, 0, 23)
-AUX_STATE_KEY = "advbn_aux"
-_ADVBN_DEFAULTS = AdvBNConfig()
 
 
 def timm_version() -> tuple[int, ...]:
@@ -64,43 +64,19 @@ def has_task_api() -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- arguments
-def _layer(value: str) -> str | int:
-    """``layer1`` stays a module name; an integer is a timm ``feature_info`` index."""
-    try:
-        return int(value)
-    except ValueError:
-        return value
-
-
-def _optional_float(value: str) -> float | None:
-    return None if value.lower() in ("none", "off", "") else float(value)
-
-
 def add_advbn_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add the ``--advbn-*`` group (timm-style flag names) to ``parser``; returns the group."""
+    """Add the ``--advbn-*`` group (timm-style flag names) to ``parser``; returns the group.
+
+    One flag per :class:`~advbn_aug.advbn_config.AdvBNConfig` field (``--advbn-layer``, ``--advbn-eps``, ...,
+    ``--advbn-dual-bn/--advbn-no-dual-bn``; see :mod:`advbn_aug.config_cli`), plus the task's own flags.
+    """
     g = parser.add_argument_group("AdvBN parameters", "adversarial feature-statistics augmentation (advbn_aug)")
-    d = _ADVBN_DEFAULTS
-    g.add_argument("--advbn-layer", type=_layer, default=d.layer, metavar="NAME",
-                   help=f"module name (layer1, stages.0) or feature_info index to attack after (default: {d.layer})")
-    g.add_argument("--advbn-eps", type=float, default=d.eps, metavar="EPS",
-                   help=f"statistics multipliers stay in [1-eps, 1+eps] (default: {d.eps})")
-    g.add_argument("--advbn-steps", type=int, default=d.steps, metavar="N",
-                   help=f"PGD steps on the multipliers (default: {d.steps})")
-    g.add_argument("--advbn-step-size", type=float, default=d.step_size, metavar="S",
-                   help=f"PGD sign-step size (default: {d.step_size})")
-    g.add_argument("--advbn-clamp-min", type=_optional_float, default=d.clamp_min, metavar="V",
-                   help="lower clamp of perturbed (N, C, H, W) features, 'none' disables (default: 0.0)")
+    add_config_arguments(g, AdvBNConfig, prefix="advbn-")
     g.add_argument("--advbn-weight", type=float, default=1.0, metavar="W",
                    help="weight of the adversarial loss term (default: 1.0; 0 keeps AdvBN's frozen prefix but skips "
                         "the adversarial pass: a fair control arm)")
     g.add_argument("--advbn-start-epoch", type=int, default=0, metavar="N",
                    help="first epoch with the adversarial term (clean warm-up before it; default: 0)")
-    g.add_argument("--advbn-no-dual-bn", action="store_true", default=False,
-                   help="share downstream BatchNorms between clean and adversarial features (no aux BN)")
-    g.add_argument("--advbn-no-freeze-prefix", action="store_true", default=False,
-                   help="also train the layers up to --advbn-layer (the paper freezes them)")
-    g.add_argument("--advbn-split", default=d.split, choices=("auto", "fx", "hook"),
-                   help=f"how the downstream part is run: torch.fx or hook substitution (default: {d.split})")
     g.add_argument("--advbn-policy", default="", metavar="YAML",
                    help="advbn_aug PolicyConfig YAML (image stages, AugMix/JSD, feature augmenters, loss weights); "
                         "replaces the other --advbn-* flags except --advbn-start-epoch")
@@ -141,24 +117,36 @@ def settings_from_args(args: argparse.Namespace) -> AdvBNSettings:
     mean = tuple(args.mean) if getattr(args, "mean", None) else None
     std = tuple(args.std) if getattr(args, "std", None) else None
     common = dict(weight=args.advbn_weight, start_epoch=args.advbn_start_epoch, mean=mean, std=std)
+    for old, new in (("advbn_no_dual_bn", "advbn_dual_bn"), ("advbn_no_freeze_prefix", "advbn_freeze_prefix")):
+        if getattr(args, old, None) is not None:  # a key of timm's -c config.yaml from before the derived flags
+            raise ValueError(f"config key {old}: true is now {new}: false (flags --advbn-no-... are unchanged)")
     if args.advbn_off:
         return AdvBNSettings(advbn=None, **common)
     if args.advbn_policy:
         return AdvBNSettings(advbn=None, policy=PolicyConfig.from_yaml(args.advbn_policy), **common)
-    cfg = AdvBNConfig(layer=args.advbn_layer, eps=args.advbn_eps, step_size=args.advbn_step_size,
-                      steps=args.advbn_steps, clamp_min=args.advbn_clamp_min, dual_bn=not args.advbn_no_dual_bn,
-                      freeze_prefix=not args.advbn_no_freeze_prefix, split=args.advbn_split)
-    return AdvBNSettings(advbn=cfg, **common)
+    return AdvBNSettings(advbn=config_from_args(args, AdvBNConfig, prefix="advbn-"), **common)
+
+
+def dual_batch_norm(settings: AdvBNSettings) -> bool:
+    """Whether ``settings`` give downstream BatchNorms an adversarial copy (an AdvBN or a Policy ``advbn`` feature
+    with ``dual_bn`` on)."""
+    if settings.advbn is not None:
+        return settings.advbn.dual_bn
+    if settings.policy is not None:
+        default = AdvBNConfig().dual_bn
+        return any(f.get("type") == "advbn" and f.get("dual_bn", default) for f in settings.policy.features)
+    return False
 
 
 def check_timm_args(args: argparse.Namespace, settings: AdvBNSettings) -> None:
     """Reject timm flags that conflict with AdvBN (raises ``ValueError`` with the reason)."""
     if not settings.enabled:
         return
-    if getattr(args, "split_bn", False):
+    if getattr(args, "split_bn", False) and dual_batch_norm(settings):
         raise ValueError("--split-bn converts every BatchNorm to timm's SplitBatchNorm2d (aux_bn per aug split), "
-                         "which clashes with AdvBN's own dual BatchNorms; drop --split-bn "
-                         "(or use --advbn-no-dual-bn to keep timm's split BN and share BN for adversarial features)")
+                         "which clashes with AdvBN's own dual BatchNorms: drop --split-bn, or add "
+                         "--advbn-no-dual-bn (with --advbn-policy: dual_bn: false in its advbn features) to keep "
+                         "timm's split BN and run the adversarial features through it")
     if settings.policy is not None and settings.policy.augmix is not None and (getattr(args, "aug_splits", 0) or 0) > 1:
         raise ValueError("the --advbn-policy makes its own AugMix views; do not combine it with timm's --aug-splits")
     if settings.policy is not None and (getattr(args, "mixup", 0) or getattr(args, "cutmix", 0)):
@@ -238,7 +226,9 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
     ``forward(input, target)`` returns ``{'loss', 'output', 'loss_task', 'loss_adv'}`` (the last only while the
     adversarial term is on). With timm's AugMix splits (``--aug-splits N``), the adversarial term covers all ``N``
     splits with the targets repeated; with ``JsdCrossEntropy`` it uses that loss's cross-entropy. Call
-    :meth:`set_epoch` each epoch for ``start_epoch`` (the launcher and the trainer do).
+    :meth:`set_epoch` each epoch for ``start_epoch`` (the launcher and the trainer do). While the adversarial term is
+    off (warm-up, ``weight=0``, Policy schedules) the adversarial BatchNorm parameters keep their exact values; call
+    :meth:`watch_optimizer` so the optimizer also leaves their state alone under DDP.
     """
 
     settings: ClassVar[AdvBNSettings | None] = None
@@ -263,6 +253,9 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
             self.advbn = AdvBN.from_config(s.advbn).attach(model)
         self._aux_prefixes = aux_prefixes(model)
         self._aux_params = [p for m in model.modules() if is_dual_norm(m) for p in m.aux_bn.parameters()]
+        self._aux_snapshot: list[torch.Tensor] | None = None
+        self._watched: weakref.WeakSet = weakref.WeakSet()
+        self._step = 0
         self._denorm: tuple[torch.Tensor, torch.Tensor] | None = None
         AdvBNTask._live.add(self)
 
@@ -293,38 +286,110 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         s = self.advbn_settings
         return s.enabled and s.weight > 0 and self.epoch >= s.start_epoch
 
-    # ------------------------------------------------------------------ forward
+    def _term_active(self, step: int) -> bool:
+        """Whether step ``step`` of this epoch adds an adversarial term (Policy: a feature augmenter is scheduled)."""
+        if not self.adversarial_active:
+            return False
+        if self.policy is not None:
+            return any(schedule.active(self.epoch, step) for _, schedule in self.policy.features)
+        return True
+
+    # ------------------------------------------------------------------ distributed / optimizer / EMA
+    def prepare_distributed(self, device_ids: list | None = None, **ddp_kwargs: Any) -> AdvBNTask:
+        """timm's DDP wrapping; ``device_ids`` (and ``output_device``) are dropped for a model on CPU.
+
+        timm's train.py passes ``device_ids=[device]`` whatever the device, and DDP accepts device ids only for
+        accelerator modules, so ``torchrun ... train.py --device cpu`` (gloo) would fail.
+        """
+        if all(p.device.type == "cpu" for p in self.trainable_module.parameters()):
+            device_ids = None
+            ddp_kwargs.pop("output_device", None)
+        return super().prepare_distributed(device_ids=device_ids, **ddp_kwargs)
+
+    def watch_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Make ``optimizer`` skip the aux BN parameters while the adversarial term is off (idempotent).
+
+        Under DDP without ``find_unused_parameters`` they get zero gradients in those steps; a step pre-hook sets
+        those to ``None``, so weight decay and momentum leave the parameters and their optimizer state untouched.
+        Without it the values are still kept (restored before each forward), but the optimizer state (momentum
+        buffers) accumulates weight decay. The launcher and the trainer call this.
+        """
+        if self._aux_params and optimizer not in self._watched:
+            optimizer.register_step_pre_hook(self._skip_aux_step)
+            self._watched.add(optimizer)
+
+    def _skip_aux_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._aux_snapshot is not None:  # the last forward had no adversarial term
+            for p in self._aux_params:
+                p.grad = None
+
+    def update_ema(self, step: int | None = None) -> None:
+        self._restore_aux()
+        super().update_ema(step)
+
+    # ------------------------------------------------------------------ aux BatchNorms while the term is off
+    def _hold_aux(self, active: bool) -> None:
+        """Keep the aux BN parameters exactly as they are while the adversarial term is off.
+
+        An optimizer step can move them although no adversarial pass used them (zero DDP gradients with weight
+        decay or momentum): the first inactive step snapshots them, later inactive steps (and ``update_ema`` and
+        checkpoints) restore them, and the first active step restores them and drops the snapshot.
+        """
+        if not self._aux_params:
+            return
+        if active:
+            self._restore_aux()
+            self._aux_snapshot = None
+        elif self._aux_snapshot is None:
+            self._aux_snapshot = [p.detach().clone() for p in self._aux_params]
+        else:
+            self._restore_aux()
+
+    @torch.no_grad()
+    def _restore_aux(self) -> None:
+        for p, value in zip(self._aux_params, self._aux_snapshot or ()):
+            p.copy_(value)
+
     def _unused_aux_term(self) -> torch.Tensor | None:
-        """A zero that touches the aux BN parameters, so DDP's reducer sees them when no adversarial pass ran."""
+        """Under DDP without ``find_unused_parameters``: a zero touching the aux BN parameters, which the reducer
+        expects gradients for although no adversarial pass used them. Otherwise ``None``: their gradients stay
+        ``None`` and optimizers skip them."""
+        module = self.trainable_module
+        if not isinstance(module, nn.parallel.DistributedDataParallel) or module.find_unused_parameters:
+            return None
         params = [p for p in self._aux_params if p.requires_grad]
         if not params:
             return None
         return torch.stack([p.reshape(-1)[0] for p in params]).sum() * 0.0
 
+    # ------------------------------------------------------------------ forward
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-        step = getattr(self, "_step", 0)
+        step = self._step
         self._step = step + 1
+        active = self._term_active(step)
+        self._hold_aux(active)
         if self.policy is not None and self.adversarial_active:
-            return self._policy_forward(input, target, step)
+            return self._policy_forward(input, target, step, active)
         output = self.trainable_module(input)
         loss = self.criterion(output, target)
         result = {"loss_task": loss.detach(), "output": output}
-        if self.advbn is not None and self.adversarial_active:
+        if self.advbn is not None and active:
             splits = output.shape[0] // target.shape[0]
             adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
             adv = self.advbn.adversarial_loss(adv_target, _adversarial_criterion(self.criterion))
             loss = loss + self.advbn_settings.weight * adv
             result["loss_adv"] = adv.detach()
-        elif self.advbn is not None or self.policy is not None:
+        else:
             if self.advbn is not None:
-                self.advbn._feature = None  # drop the unused cached feature
+                self.advbn.discard()
             zero = self._unused_aux_term()
             if zero is not None:
                 loss = loss + zero
         result["loss"] = loss
         return result
 
-    def _policy_forward(self, input: torch.Tensor, target: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+    def _policy_forward(self, input: torch.Tensor, target: torch.Tensor, step: int, active: bool
+                        ) -> dict[str, torch.Tensor]:
         """Undo the loader's normalisation, then run the Policy (stages, AugMix views, JSD, feature terms)."""
         assert self.policy is not None and self.policy.config.mean is not None
         if self._denorm is None or self._denorm[0].device != input.device:
@@ -340,7 +405,7 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
                                           criterion=_adversarial_criterion(self.criterion))
         finally:
             handle.remove()
-        if not any(info["features_active"]):
+        if not active:
             zero = self._unused_aux_term()
             if zero is not None:
                 loss = loss + zero
@@ -352,6 +417,7 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
     def get_checkpoint_state(self, ema: bool = False, unwrap_fn: Callable[[nn.Module], nn.Module] = unwrap_model
                              ) -> dict[str, Any]:
         """timm's checkpoint entries with a plain ``state_dict``; aux BN copies under ``task_state['advbn_aux']``."""
+        self._restore_aux()
         state = super().get_checkpoint_state(ema=ema, unwrap_fn=unwrap_fn)
         model_key, task_key = ("state_dict_ema", "task_state_ema") if ema else ("state_dict", "task_state")
         if model_key in state and self._aux_prefixes:
@@ -368,6 +434,8 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         plain, aux_inline = split_aux_state(state_dict, self._aux_prefixes)  # checkpoints of older versions
         full = _merge_aux_state(plain, {**aux_inline, **(aux or {})}, self._aux_prefixes)
         super().load_checkpoint_state(full, rest or None, ema=ema, strict=strict)
+        if not ema:
+            self._aux_snapshot = None  # the loaded values are the ones to keep
 
     def plain_state_dict(self, ema: bool = False) -> dict[str, torch.Tensor]:
         """The (EMA) model's ``state_dict`` without the aux BN copies: what ``timm.create_model`` loads."""

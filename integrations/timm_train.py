@@ -2,24 +2,24 @@
 
 ::
 
-    python -m integrations.timm_train --timm-train ~/pytorch-image-models/train.py \\
+    advbn-aug timm-train --timm-train ~/pytorch-image-models/train.py \\
         --data-dir /data/imagenet --model resnet50 --pretrained --lr 1e-3 --epochs 20 --amp \\
         --advbn-layer layer1 --advbn-eps 1.1 --advbn-steps 6 --advbn-step-size 0.2
 
-    torchrun --nproc_per_node 8 -m integrations.timm_train --timm-train ~/pytorch-image-models/train.py ...
+    torchrun --nproc_per_node 8 -m advbn_aug.integrations.timm_train --timm-train ~/pytorch-image-models/train.py ...
 
 The launcher imports ``train.py`` as a module (its ``if __name__ == '__main__'`` block does not run), adds the
 ``--advbn-*`` group to its global ``parser``, and then:
 
 * timm >= 1.0.23 (``train.py`` delegates each step to ``timm.task.ClassificationTask``): replaces
-  ``train.ClassificationTask`` by :class:`~integrations.advbn_timm.AdvBNTask` configured from the flags. timm's own
-  EMA, ``--torchcompile``, DDP, AMP, ``--aug-splits``/``--jsd-loss``, ``--resume`` and ``CheckpointSaver`` run
-  unchanged; checkpoints hold plain timm weights plus ``task_state['advbn_aux']``.
+  ``train.ClassificationTask`` by :class:`~advbn_aug.integrations.advbn_timm.AdvBNTask` configured from the flags.
+  timm's own EMA, ``--torchcompile``, DDP, AMP, ``--aug-splits``/``--jsd-loss``, ``--resume`` and ``CheckpointSaver``
+  run unchanged; checkpoints hold plain timm weights plus ``task_state['advbn_aux']``.
 * older timm, or ``legacy_train.py`` (no task API): wraps ``train.create_model`` (AdvBN attaches right after the
   model is built, so the optimizer, EMA and DDP see it) and ``train.train_one_epoch`` (its ``loss_fn`` gains the
   adversarial term). Checkpoints then contain the ``*.aux_bn.*`` keys: ``--resume`` works as is; for a plain model
-  run ``python -m integrations.timm_train --export-plain SRC DST``. ``--sync-bn``/``--split-bn`` and
-  ``--advbn-policy`` are not supported there.
+  run ``advbn-aug timm-train --export-plain SRC DST``. ``--sync-bn``/``--split-bn`` and ``--advbn-policy`` are not
+  supported there.
 
 Then ``train.main()`` runs with ``sys.argv`` set to the remaining flags.
 """
@@ -55,7 +55,7 @@ from .advbn_timm import (
     timm_version,
 )
 
-__all__ = ["load_train_module", "patch_train_module", "main"]
+__all__ = ["load_train_module", "patch_train_module", "main", "run_argv"]
 
 
 class LauncherError(RuntimeError):
@@ -67,7 +67,7 @@ def load_train_module(path: str, module_name: str = "_advbn_timm_train") -> Modu
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isfile(path):
         raise LauncherError(f"--timm-train: no such file: {path} (pass the train.py of your timm checkout, "
-                            "e.g. ~/pytorch-image-models/train.py; or use integrations.timm_trainer without one)")
+                            "e.g. ~/pytorch-image-models/train.py; or use `advbn-aug train` without one)")
     folder = os.path.dirname(path)
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -96,7 +96,8 @@ def _find_task(args: tuple, kwargs: dict) -> list[AdvBNTask]:
 
 
 def _task_epoch_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
-    """``train_one_epoch`` that first tells the AdvBN task which epoch runs (for ``--advbn-start-epoch``)."""
+    """``train_one_epoch`` that first tells the AdvBN task which epoch runs (for ``--advbn-start-epoch``) and which
+    optimizer steps it (see :meth:`AdvBNTask.watch_optimizer`)."""
 
     def train_one_epoch(*args: Any, **kwargs: Any) -> Any:
         epoch = args[0] if args else kwargs.get("epoch", 0)
@@ -105,8 +106,11 @@ def _task_epoch_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
             other = next(type(a).__name__ for a in values if isinstance(a, TrainingTask))
             raise LauncherError(f"train.py trains a {other}, not AdvBNTask: it must build its task through the "
                                 "module-level name `ClassificationTask` (from timm.task import ClassificationTask)")
+        optimizers = [a for a in values if isinstance(a, torch.optim.Optimizer)]
         for task in _find_task(args, kwargs):
             task.set_epoch(int(epoch))
+            for optimizer in optimizers:
+                task.watch_optimizer(optimizer)
         return original(*args, **kwargs)
 
     train_one_epoch.__wrapped__ = original  # type: ignore[attr-defined]
@@ -136,7 +140,7 @@ class _Legacy:
             adv = self.advbn
             if adv is None or adv._feature is None or self.epoch < self.settings.start_epoch:
                 if adv is not None:
-                    adv._feature = None
+                    adv.discard()
                 return loss
             splits = output.shape[0] // target.shape[0]
             adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
@@ -206,9 +210,10 @@ def patch_train_module(train: ModuleType, argv: Sequence[str]) -> str:
             try:
                 final = settings_from_args(args)
                 check_timm_args(args, final)
-                if mode == "legacy" and getattr(args, "sync_bn", False) and final.enabled:
-                    raise ValueError("--sync-bn replaces AdvBN's dual BatchNorms in the legacy (pre-task) loop: "
-                                     "drop it or use timm >= 1.0.23")
+                for flag in ("sync_bn", "split_bn"):
+                    if mode == "legacy" and getattr(args, flag, False) and final.enabled:
+                        raise ValueError(f"--{flag.replace('_', '-')} converts the BatchNorms after AdvBN attached "
+                                         "in the legacy (pre-task) loop: drop it or use timm >= 1.0.23")
             except (ValueError, OSError) as e:
                 train.parser.error(str(e))
             if mode == "task":
@@ -221,20 +226,28 @@ def patch_train_module(train: ModuleType, argv: Sequence[str]) -> str:
     return mode
 
 
-def _launcher_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m integrations.timm_train", add_help=False,
-                                description="run a timm checkout's train.py with AdvBN; other flags go to train.py")
+DESCRIPTION = "run a timm checkout's train.py with AdvBN: the --advbn-* flags below are added to its parser"
+PROG = "python -m advbn_aug.integrations.timm_train"
+
+
+def _launcher_parser(prog: str, help_only: bool = False) -> argparse.ArgumentParser:
+    """The launcher's own flags; ``help_only`` adds the ``--advbn-*`` group for ``--help`` without a train.py."""
+    p = argparse.ArgumentParser(prog=prog, add_help=False, description=DESCRIPTION,
+                                epilog="every other flag goes to train.py: --timm-train PATH --help lists them")
     p.add_argument("--timm-train", metavar="PATH", help="path to train.py of your timm checkout")
     p.add_argument("--export-plain", nargs=2, metavar=("SRC", "DST"),
                    help="write DST = checkpoint SRC without the *.aux_bn.* keys, then exit")
-    p.add_argument("-h", "--help", action="store_true", default=False)
+    p.add_argument("-h", "--help", action="store_true", default=False, help="show this help (with --timm-train: "
+                   "train.py's help, AdvBN flags included) and exit")
+    if help_only:
+        add_advbn_args(p)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> Any:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> Any:
     """Parse ``--timm-train``, patch that train.py and run its ``main()`` (returns what it returns)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    launcher = _launcher_parser()
+    launcher = _launcher_parser(prog)
     ours, rest = launcher.parse_known_args(argv)
     if ours.export_plain:
         removed = export_plain_checkpoint(*ours.export_plain)
@@ -242,9 +255,10 @@ def main(argv: Sequence[str] | None = None) -> Any:
         return removed
     if not ours.timm_train:
         if ours.help:
-            launcher.print_help()
+            _launcher_parser(prog, help_only=True).print_help()
             return None
-        launcher.error("--timm-train PATH/TO/train.py is required (or use `python -m integrations.timm_trainer`)")
+        launcher.error("--timm-train PATH/TO/train.py is required (or use `advbn-aug train`, the self-contained "
+                       "trainer, without a timm checkout)")
     if ours.help:
         rest = [*rest, "--help"]
     try:
@@ -260,6 +274,12 @@ def main(argv: Sequence[str] | None = None) -> Any:
         return train.main()
     finally:
         sys.argv = saved
+
+
+def run_argv(argv: Sequence[str], prog: str) -> int:
+    """``advbn-aug timm-train``: the launcher with the raw arguments (unknown flags go to train.py's parser)."""
+    main(argv, prog=prog)
+    return 0
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 Single process::
 
-    python -m integrations.timm_trainer --data-dir /data/imagenet --model resnet50 --pretrained \\
+    advbn-aug train --data-dir /data/imagenet --model resnet50 --pretrained \\
         --lr 1e-3 --epochs 20 -b 256 --amp --advbn-layer layer1
 
 Multi-process (one per GPU; gloo on CPU)::
 
-    torchrun --nproc_per_node 8 -m integrations.timm_trainer --data-dir /data/imagenet --model resnet50 ...
+    torchrun --nproc_per_node 8 -m advbn_aug.integrations.timm_trainer --data-dir /data/imagenet --model resnet50 ...
 
 Pieces: ``create_model``, ``create_dataset`` + ``AugMixDataset`` + ``create_loader`` (``--aug-splits``, prefetcher),
 ``JsdCrossEntropy`` (``--jsd-loss``), ``create_optimizer_v2``, ``create_scheduler_v2``, ``ModelEmaV3`` (via the task),
@@ -33,16 +33,26 @@ from typing import Any
 import torch
 from torch import nn
 
+from advbn_aug.config_cli import ConfigArgumentError
+
 from .advbn_timm import AdvBNTask, add_advbn_args, check_timm_args, settings_from_args
 
 _logger = logging.getLogger("advbn_timm_trainer")
 
-__all__ = ["build_parser", "parse_args", "main"]
+__all__ = ["add_arguments", "build_parser", "check_args", "parse_args", "train", "run", "main"]
+
+DESCRIPTION = "AdvBN training with timm (self-contained)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The trainer's parser (see :func:`add_arguments`)."""
+    p = argparse.ArgumentParser(prog=prog, description=DESCRIPTION)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """timm-style flags (a subset of timm's train.py names) plus the ``--advbn-*`` group."""
-    p = argparse.ArgumentParser(description="AdvBN training with timm (self-contained)")
     g = p.add_argument_group("Dataset parameters")
     g.add_argument("--data-dir", metavar="DIR", required=True, help="dataset root (ImageFolder: DIR/train/CLASS/*)")
     g.add_argument("--dataset", "-d", default="", metavar="NAME", help="timm dataset name (default: folder)")
@@ -104,24 +114,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sync BatchNorm statistics across processes at epoch end (default: reduce)")
     g.add_argument("--log-interval", type=int, default=50, metavar="N", help="batches between log lines")
     add_advbn_args(p)
-    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Validate parsed flags; raises :class:`~advbn_aug.config_cli.ConfigArgumentError` naming the problem."""
+    if args.aug_splits == 1 or args.aug_splits < 0:
+        raise ConfigArgumentError(f"--aug-splits must be 0 or >= 2, got {args.aug_splits}")
+    if args.jsd_loss and args.aug_splits < 2:
+        raise ConfigArgumentError("--jsd-loss needs --aug-splits >= 2 (e.g. --aug-splits 3 for AugMix)")
+    if args.resume and not os.path.isfile(args.resume):
+        raise ConfigArgumentError(f"--resume checkpoint not found: {args.resume}")
+    if not os.path.isdir(args.data_dir):
+        raise ConfigArgumentError(f"--data-dir is not a directory: {args.data_dir}")
+    try:
+        check_timm_args(args, settings_from_args(args))
+    except (ValueError, OSError) as e:
+        raise ConfigArgumentError(str(e)) from e
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse and validate the flags (``argparse`` errors exit with status 2)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.aug_splits == 1 or args.aug_splits < 0:
-        parser.error(f"--aug-splits must be 0 or >= 2, got {args.aug_splits}")
-    if args.jsd_loss and args.aug_splits < 2:
-        parser.error("--jsd-loss needs --aug-splits >= 2 (e.g. --aug-splits 3 for AugMix)")
-    if args.resume and not os.path.isfile(args.resume):
-        parser.error(f"--resume checkpoint not found: {args.resume}")
-    if not os.path.isdir(args.data_dir):
-        parser.error(f"--data-dir is not a directory: {args.data_dir}")
     try:
-        check_timm_args(args, settings_from_args(args))
-    except (ValueError, OSError) as e:
+        check_args(args)
+    except ConfigArgumentError as e:
         parser.error(str(e))
     return args
 
@@ -180,6 +197,18 @@ def _validate(model: nn.Module, loader: Any, autocast: Any, args: argparse.Names
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv`` and train (see :func:`train`)."""
+    return train(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """``advbn-aug train``: validate the parsed flags and train."""
+    check_args(args)
+    train(args)
+    return 0
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns ``{'epoch': last epoch, 'output_dir': ..., 'metric': last top-1 or None, 'task': the task}``."""
     from timm import utils
     from timm.data import resolve_data_config
@@ -188,7 +217,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from timm.scheduler import create_scheduler_v2
     from timm.task import load_task_ema_checkpoint, resume_task_checkpoint
 
-    args = parse_args(argv)
     utils.setup_default_logging()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda requested but CUDA is not available: pass --device cpu")
@@ -220,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _logger.info(f"AdvBN: {task.advbn or task.policy or 'off'}")
     optimizer = create_optimizer_v2(task.get_trainable_module(), opt=args.opt, lr=args.lr,
                                     weight_decay=args.weight_decay, momentum=args.momentum)
+    task.watch_optimizer(optimizer)
 
     start_epoch = 0
     if args.resume:
@@ -236,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         task.compile(backend=args.torchcompile)
         task.compile_ema(backend=args.torchcompile)
     if args.distributed:
-        task.prepare_distributed(device_ids=[device.index] if device.type == "cuda" else None)
+        task.prepare_distributed(device_ids=[device])  # as timm's train.py; dropped on CPU
 
     loader_train = _loader(args, data_config, device, args.train_split, True)
     loader_eval = _loader(args, data_config, device, args.val_split, False) \

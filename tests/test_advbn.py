@@ -12,6 +12,7 @@ from torch import nn
 from advbn_aug import AdvBN, attach
 from advbn_aug.cifar_resnet import load_pretrained_cifar_resnet
 from advbn_aug.dual_norm import DualNorm
+from advbn_aug.split import SplitFallbackWarning
 
 from ._reference import reference_step
 
@@ -164,7 +165,8 @@ class _Branchy(nn.Module):
 
 def test_untraceable_model_falls_back_to_hooks():
     model = _Branchy()
-    adv = attach(model, "stem")
+    with pytest.warns(SplitFallbackWarning, match="could not trace"):
+        adv = attach(model, "stem")
     assert adv.split.mode == "hook" and "trace" in adv.split.reason
     assert isinstance(model.body[1], DualNorm) and not isinstance(model.stem[1], DualNorm)
     model.train()

@@ -1,5 +1,6 @@
 """timm integration: AdvBNTask, the self-contained trainer (single process, torchrun/gloo, resume), the train.py
-launcher (task API and legacy loop) against stand-in train.py files, and the error messages."""
+launcher (task API and legacy loop) against stand-in train.py files, the error messages, the ``advbn-aug train`` /
+``advbn-aug timm-train`` commands and the packaging of ``advbn_aug.integrations``."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from PIL import Image
 from timm.optim import create_optimizer_v2
 from timm.task import resume_task_checkpoint
 
-from integrations import advbn_timm, timm_train, timm_trainer
-from integrations.advbn_timm import AUX_STATE_KEY, AdvBNSettings, AdvBNTask
+from advbn_aug.advbn_config import AdvBNConfig
+from advbn_aug.integrations import advbn_timm, timm_train, timm_trainer
+from advbn_aug.integrations.advbn_timm import AUX_STATE_KEY, AdvBNSettings, AdvBNTask
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "test_resnet"
@@ -113,8 +115,7 @@ class TestTrainer:
         script = tmp_path / "run_rank.py"
         script.write_text(textwrap.dedent(f"""
             import os, sys, torch
-            sys.path.insert(0, {str(REPO)!r})
-            from integrations import timm_trainer
+            from advbn_aug.integrations import timm_trainer
             result = timm_trainer.main(sys.argv[1:])
             task = result["task"]
             torch.save({{"plain": task.plain_state_dict(), "full": task.get_trainable_module().module.state_dict(),
@@ -149,23 +150,32 @@ class TestTrainer:
 
 # ------------------------------------------------------------------------------------------------ the launcher
 TASK_TRAIN_PY = '''
-"""Stand-in for timm's train.py (task API): global parser, _parse_args, train_one_epoch(epoch, task, ...), main()."""
+"""Stand-in for timm's train.py (task API): global parser, _parse_args, train_one_epoch(epoch, model, loader,
+optimizer, args, task=...), main(); device, --split-bn, EMA, compile and DDP set up in timm's order and with
+timm's calls (task.prepare_distributed(device_ids=[device], ...) whatever the device)."""
 import argparse
+import os
 import torch
+from timm import utils
+from timm.layers import convert_splitbn_model
 from timm.models import create_model
 from timm.task import ClassificationTask, resume_task_checkpoint
 from timm.utils import CheckpointSaver
+from timm.utils.model import unwrap_model
 
 parser = argparse.ArgumentParser(description="stand-in")
 parser.add_argument("--model", default="test_resnet")
 parser.add_argument("--num-classes", type=int, default=2)
 parser.add_argument("--epochs", type=int, default=2)
 parser.add_argument("--output", default="")
+parser.add_argument("--device", default="cpu")
 parser.add_argument("--split-bn", action="store_true")
+parser.add_argument("--no-ddp-bb", action="store_true")
 parser.add_argument("--model-ema", action="store_true")
 parser.add_argument("--torchcompile", nargs="?", const="inductor", default=None)
 parser.add_argument("--resume", default="")
 RESULTS = []
+STATES = []  # the model's state_dict after each epoch
 
 
 def _parse_args():
@@ -173,7 +183,7 @@ def _parse_args():
     return args, ""
 
 
-def train_one_epoch(epoch, task, loader, optimizer, args):
+def train_one_epoch(epoch, model, loader, optimizer, args, task=None, device=None):
     task.train()
     for x, y in loader:
         result = task(x, y)
@@ -182,25 +192,37 @@ def train_one_epoch(epoch, task, loader, optimizer, args):
         optimizer.step()
         task.update_ema()
         RESULTS.append({k: v.item() for k, v in result.items() if k.startswith("loss")})
+    STATES.append({k: v.clone() for k, v in unwrap_model(task.get_trainable_module()).state_dict().items()})
 
 
 def main():
     args, _ = _parse_args()
+    device = utils.init_distributed_device(args)
+    torch.manual_seed(0)
     model = create_model(args.model, num_classes=args.num_classes)
-    task = ClassificationTask(model, torch.nn.CrossEntropyLoss(), device=torch.device("cpu"), verbose=False)
-    optimizer = torch.optim.SGD(task.get_trainable_module().parameters(), lr=0.05)
+    if args.split_bn:
+        model = convert_splitbn_model(model, 2)
+    model.to(device=device)
+    task = ClassificationTask(model=model, criterion=torch.nn.CrossEntropyLoss(), device=device, verbose=False)
+    optimizer = torch.optim.SGD(task.get_trainable_module().parameters(), lr=0.05, momentum=0.9, weight_decay=0.1)
     start = resume_task_checkpoint(task, args.resume, optimizer) if args.resume else 0
     if args.model_ema:
         task.setup_ema(decay=0.5)
     if args.torchcompile:
         task.compile(backend=args.torchcompile)
-    g = torch.Generator().manual_seed(0)
+    if args.distributed:
+        task.prepare_distributed(device_ids=[device], broadcast_buffers=not args.no_ddp_bb)
+    g = torch.Generator().manual_seed(args.rank)
     loader = [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 2, (4,), generator=g)) for _ in range(2)]
     saver = CheckpointSaver(task.get_trainable_module(), optimizer, args=args, checkpoint_dir=args.output,
-                            recovery_dir=args.output, task=task)
+                            recovery_dir=args.output, task=task) if args.rank == 0 else None
     for epoch in range(start, args.epochs):
-        train_one_epoch(epoch, task, loader, optimizer, args)
-        saver.save_checkpoint(epoch)
+        train_one_epoch(epoch, task.get_trainable_module(), loader, optimizer, args, task=task, device=device)
+        if saver is not None:
+            saver.save_checkpoint(epoch)
+    if args.distributed:
+        torch.save(STATES, os.path.join(args.output, f"states{args.rank}.pt"))
+        torch.distributed.destroy_process_group()
     return task
 '''
 
@@ -370,3 +392,205 @@ def test_imagenet_recipe_flags_dry_run(image_folder, tmp_path):
     assert prefix and all(torch.equal(state[k], before[k]) for k in prefix), "the control arm moved the prefix"
     assert any(not torch.equal(state[k], before[k]) for k in state if k.startswith(("layer3", "fc", "head"))
                and k.endswith("weight"))
+
+
+# ------------------------------------------------------------------------------------------------ aux BNs in a warm-up
+def _warm_up_task(start_epoch: int = 1) -> AdvBNTask:
+    torch.manual_seed(0)
+    return AdvBNTask(timm.create_model(MODEL, num_classes=2), torch.nn.CrossEntropyLoss(), verbose=False,
+                     settings=AdvBNSettings(advbn=AdvBNConfig(layer="layer2", steps=1), start_epoch=start_epoch))
+
+
+def _aux(task: AdvBNTask) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in advbn_timm.unwrap_model(task.get_trainable_module()).named_parameters()
+            if ".aux_bn." in n}
+
+
+def _batches(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(4, 3, 32, 32, generator=g), torch.randint(0, 2, (4,), generator=g)) for _ in range(n)]
+
+
+def test_aux_bn_kept_exactly_during_warm_up():
+    """--advbn-start-epoch 1 with SGD (weight decay + momentum): the aux BN parameters do not move during epoch 0
+    (no zero term outside DDP: their gradients stay None and the optimizer skips them); they train from epoch 1."""
+    task = _warm_up_task()
+    aux = _aux(task)
+    before = {n: p.detach().clone() for n, p in aux.items()}
+    opt = torch.optim.SGD(task.get_trainable_module().parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+    task.train()
+    for epoch, batches in ((0, _batches(3)), (1, _batches(2, seed=1))):
+        task.set_epoch(epoch)
+        for x, y in batches:
+            result = task(x, y)
+            opt.zero_grad()
+            result["loss"].backward()
+            opt.step()
+            if epoch == 0:
+                assert "loss_adv" not in result
+                for n, p in aux.items():
+                    assert p.grad is None and torch.equal(p, before[n]), n
+    assert any(not torch.equal(p, before[n]) for n, p in aux.items() if n.endswith("weight"))
+    assert all(p in opt.state for p in aux.values())
+
+
+def test_aux_bn_and_optimizer_state_during_warm_up_under_ddp(tmp_path):
+    """One-process gloo DDP (find_unused_parameters=False): prepare_distributed takes timm's device_ids=[cpu device];
+    the zero term gives the aux BNs zero gradients; watch_optimizer keeps the optimizer off them (values and state);
+    without it the values still come back exactly before each forward, at update_ema and in checkpoints."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        for watch in (True, False):
+            task = _warm_up_task()
+            aux = _aux(task)
+            before = {n: p.detach().clone() for n, p in aux.items()}
+            task.prepare_distributed(device_ids=[torch.device("cpu")])  # as timm's train.py passes it
+            ddp = task.get_trainable_module()
+            assert isinstance(ddp, torch.nn.parallel.DistributedDataParallel) and not ddp.find_unused_parameters
+            opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9, weight_decay=0.1)
+            if watch:
+                task.watch_optimizer(opt)
+            task.train()
+            task.set_epoch(0)
+            for x, y in _batches(3):
+                for n, p in aux.items():
+                    assert torch.equal(p, before[n]), n  # exact at every forward
+                result = task(x, y)
+                opt.zero_grad()
+                result["loss"].backward()
+                assert all(p.grad is not None and not p.grad.any() for p in aux.values())  # DDP's zero term
+                opt.step()
+                moved = any(not torch.equal(p, before[n]) for n, p in aux.items())
+                assert moved != watch  # unwatched: weight decay moved them, until the next restore
+                task.update_ema()
+                assert all(torch.equal(p, before[n]) for n, p in aux.items())
+            state = task.get_checkpoint_state()
+            for n in aux:
+                torch.testing.assert_close(state["task_state"][AUX_STATE_KEY][n], before[n], rtol=0, atol=0)
+            assert watch == all(p not in opt.state for p in aux.values())
+            task.set_epoch(1)
+            for x, y in _batches(2, seed=1):
+                result = task(x, y)
+                opt.zero_grad()
+                result["loss"].backward()
+                opt.step()
+            assert "loss_adv" in result
+            assert any(not torch.equal(p, before[n]) for n, p in aux.items() if n.endswith("weight"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_launcher_under_torchrun_on_cpu(tmp_path):
+    """torchrun --nproc_per_node 2 on CPU (gloo): train.py's task.prepare_distributed(device_ids=[device]) works; the
+    aux BNs stay at their initial values through the warm-up epoch (DDP, weight decay, momentum), then train; the
+    ranks end identical."""
+    train_py = _write(tmp_path, TASK_TRAIN_PY)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           "-m", "advbn_aug.integrations.timm_train", "--timm-train", str(train_py), "--output", str(tmp_path),
+           "--epochs", "2", "--advbn-layer", "layer2", "--advbn-steps", "1", "--advbn-start-epoch", "1"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    r0, r1 = (torch.load(tmp_path / f"states{r}.pt", weights_only=True) for r in range(2))
+    for epoch in range(2):  # the parameters (BN running statistics are per rank until timm's distribute_bn)
+        params = [k for k in r0[epoch] if k.endswith(("weight", "bias"))]
+        _assert_same_state({k: r0[epoch][k] for k in params}, {k: r1[epoch][k] for k in params})
+    torch.manual_seed(0)
+    init = timm.create_model(MODEL, num_classes=2).state_dict()
+    aux = [k for k in r0[0] if ".aux_bn." in k and k.endswith(("weight", "bias"))]
+    assert aux
+    for k in aux:
+        torch.testing.assert_close(r0[0][k], init[k.replace(".aux_bn.", ".")], rtol=0, atol=0)
+    assert any(not torch.equal(r0[1][k], r0[0][k]) for k in aux)
+
+
+# ------------------------------------------------------------------------------------------------ --split-bn
+def test_split_bn_with_advbn_no_dual_bn_trains(tmp_path, monkeypatch, capsys):
+    """--split-bn is rejected with AdvBN's dual BN, and the message's way out (--advbn-no-dual-bn) trains: the
+    adversarial features run through timm's SplitBatchNorm2d."""
+    from timm.layers import SplitBatchNorm2d
+
+    train_py = _write(tmp_path, TASK_TRAIN_PY)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    base = ["--timm-train", str(train_py), "--output", str(tmp_path), "--epochs", "1", "--advbn-steps", "1",
+            "--split-bn"]
+    with pytest.raises(SystemExit) as e:
+        timm_train.main(base)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--split-bn" in err and "add --advbn-no-dual-bn" in err
+    task = timm_train.main([*base, "--advbn-no-dual-bn"])
+    model = task.get_trainable_module()
+    assert task.advbn is not None and not task.advbn.config.dual_bn
+    assert any(isinstance(m, SplitBatchNorm2d) for m in model.modules())
+    results = sys.modules["_advbn_timm_train"].RESULTS
+    assert results and all(np.isfinite(r["loss_adv"]) for r in results)
+    ck = torch.load(tmp_path / "last.pth.tar", map_location="cpu", weights_only=False)
+    assert any(".aux_bn.0." in k for k in ck["state_dict"])  # timm's own split-BN copies stay in the model
+
+
+def test_split_bn_check_for_policies(tmp_path):
+    """With --advbn-policy, --split-bn is allowed exactly when every advbn feature has dual_bn: false."""
+    from advbn_aug.policy import PolicyConfig
+
+    args = timm_trainer.build_parser().parse_args(["--data-dir", str(tmp_path)])
+    args.split_bn = True
+    on = AdvBNSettings(advbn=None, policy=PolicyConfig(features=[{"type": "advbn", "layer": "layer1"}]))
+    off = AdvBNSettings(advbn=None, policy=PolicyConfig(features=[{"type": "advbn", "dual_bn": False}]))
+    with pytest.raises(ValueError, match="dual_bn: false"):
+        advbn_timm.check_timm_args(args, on)
+    advbn_timm.check_timm_args(args, off)
+    advbn_timm.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
+
+
+# ------------------------------------------------------------------------------------------------ flags, CLI, packaging
+def test_advbn_flags_cover_every_config_field():
+    """--advbn-* holds one flag per AdvBNConfig field (derived) plus the task's own; settings read them all."""
+    args = timm_trainer.build_parser().parse_args(
+        ["--data-dir", ".", "--advbn-token-clamp-min", "0", "--advbn-dual-ln", "--advbn-no-check-finite",
+         "--advbn-capture", "copy", "--advbn-clamp-min", "none", "--advbn-no-freeze-prefix", "--advbn-weight", "0.5"])
+    s = advbn_timm.settings_from_args(args)
+    assert s.advbn == AdvBNConfig(token_clamp_min=0.0, dual_ln=True, check_finite=False, capture="copy",
+                                  clamp_min=None, freeze_prefix=False)
+    assert s.weight == 0.5
+    args.advbn_no_dual_bn = True  # the attribute name before the derived flags, e.g. from timm's -c config.yaml
+    with pytest.raises(ValueError, match="config key advbn_no_dual_bn: true is now advbn_dual_bn: false"):
+        advbn_timm.settings_from_args(args)
+
+
+def test_cli_subcommands(image_folder, tmp_path, capsys):
+    """advbn-aug train / timm-train: help lists the derived flags; bad flags are usage errors; train runs."""
+    from advbn_aug.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: advbn-aug train" in out and "--advbn-token-clamp-min" in out
+    assert main(["timm-train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "usage: advbn-aug timm-train" in out and "--advbn-dual-bn | --advbn-no-dual-bn" in out
+    for argv, message in ((["timm-train"], "advbn-aug timm-train: error: --timm-train PATH/TO/train.py is required"),
+                          (["train", "--data-dir", str(tmp_path / "missing")],
+                           "advbn-aug train: error: --data-dir is not a directory"),
+                          (["train", "--data-dir", str(image_folder), "--advbn-steps", "-2"],
+                           "advbn-aug train: error: --advbn-steps -2: steps must be an integer >= 0")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(image_folder), *COMMON, "--epochs", "1", "--output", str(tmp_path),
+                 "--experiment", "cli"]) == 0
+    assert (tmp_path / "cli" / "last.pth.tar").is_file()
+
+
+def test_pyproject_ships_every_package():
+    """The distribution lists every advbn_aug package, and integrations/ ships as advbn_aug.integrations."""
+    tomllib = pytest.importorskip("tomllib")
+    setup = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "advbn_aug").rglob("__init__.py")}
+    assert set(setup["packages"]) == found | {"advbn_aug.integrations"}, "update [tool.setuptools] packages"
+    assert setup["package-dir"] == {"advbn_aug.integrations": "integrations"}
+    assert advbn_timm.__name__ == "advbn_aug.integrations.advbn_timm"

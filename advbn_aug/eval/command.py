@@ -26,7 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``eval`` flags (timm-style names)."""
     parser.add_argument("--model", default="resnet20",
                         help="resnet20 / resnet56 (CIFAR ResNets, pretrained unless --checkpoint) or a timm model name")
-    parser.add_argument("--checkpoint", default=None, help="state_dict file (torch.save(model.state_dict()))")
+    parser.add_argument("--checkpoint", default=None,
+                        help="state_dict file (torch.save(model.state_dict())) or a timm checkpoint")
+    parser.add_argument("--bn", choices=("clean", "adv", "both"), default="clean",
+                        help="BatchNorm route of a model saved with AdvBN attached: clean (default; ImageNet-C "
+                             "protocol), adv (the auxiliary BatchNorms; the paper's protocol for style shifts), or "
+                             "both (two reports, in <output>/bn_clean and <output>/bn_adv)")
     parser.add_argument("--num-classes", type=int, default=10, help="classes of the model head (default 10)")
     parser.add_argument("--source", choices=("generate", "cifar10-c", "imagenet-c"), default="generate",
                         help="generate corruptions from clean CIFAR-10 (default) or read CIFAR-10-C / ImageNet-C files")
@@ -58,25 +63,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the model, evaluate, write the reports and print the Markdown summary. Returns the exit code."""
+    """Build the model, evaluate (once per BatchNorm route), write the reports and print the Markdown summaries."""
     from .evaluate import EvalConfig, evaluate_corruptions, load_model
-
-    try:
-        model, mean, std = load_model(args.model, args.checkpoint, args.num_classes)
-        cfg = EvalConfig(
-            corruptions=args.corruptions, severities=args.severities, source=args.source, dataset=args.dataset,
-            data_dir=args.data_dir, split=args.split, num_images=args.num_images, batch_size=args.batch_size,
-            seed=args.seed, device=args.device, amp=not args.no_amp, workers=args.workers, mean=mean, std=std,
-            cache_dir=args.cache_dir, use_cache=not args.no_cache, baseline=args.baseline, output=args.output,
-            name=args.name or args.model, progress=not args.no_progress,
-        )
-        result = evaluate_corruptions(model, config=cfg)
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        print(f"advbn-aug eval: error: {err}", file=sys.stderr)
-        return 2
     from .report import format_markdown
 
-    print(format_markdown(result))
-    print(f"reports written to {args.output}/ (results.json, results.md, heatmap.png"
-          + (", baseline.png)" if args.baseline else ")"))
+    routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
+    for route in routes:
+        output = f"{args.output}/bn_{route}" if len(routes) > 1 else args.output
+        name = args.name or args.model
+        if args.bn != "clean":
+            name = f"{name} [{route} BN]"
+        try:
+            model, mean, std = load_model(args.model, args.checkpoint, args.num_classes, bn=route)
+            cfg = EvalConfig(
+                corruptions=args.corruptions, severities=args.severities, source=args.source, dataset=args.dataset,
+                data_dir=args.data_dir, split=args.split, num_images=args.num_images, batch_size=args.batch_size,
+                seed=args.seed, device=args.device, amp=not args.no_amp, workers=args.workers, mean=mean, std=std,
+                cache_dir=args.cache_dir, use_cache=not args.no_cache, baseline=args.baseline, output=output,
+                name=name, progress=not args.no_progress,
+            )
+            result = evaluate_corruptions(model, config=cfg)
+        except (ValueError, FileNotFoundError, TypeError) as err:
+            print(f"advbn-aug eval: error: {err}", file=sys.stderr)
+            return 2
+        print(format_markdown(result))
+        print(f"reports written to {output}/ (results.json, results.md, heatmap.png"
+              + (", baseline.png)" if args.baseline else ")"))
     return 0

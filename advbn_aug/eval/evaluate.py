@@ -25,6 +25,8 @@ import torch
 from torch import nn
 
 from ..config import DictConfig
+from ..dual_norm import Route
+from .checkpoint import read_state_dict
 from .corruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, check_dataset, check_severity, resolve_corruptions
 from .datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
 from .metrics import Baseline, accuracy, load_baseline, summarize
@@ -119,37 +121,40 @@ class EvalResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int = 10
+def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int = 10, *, bn: Route = "clean"
                ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
     """Build a model and its input normalisation ``(model, mean, std)``.
 
     ``resnet20`` / ``resnet56`` are the CIFAR ResNets (akamaster pretrained weights unless ``checkpoint``; other
     depths as ``cifar_resnet<depth>`` need a checkpoint); any other name goes to ``timm.create_model``.
-    ``checkpoint`` is a ``torch.save(model.state_dict())`` file.
+    ``checkpoint`` is a saved ``state_dict`` (or a timm checkpoint); ``bn="adv"`` loads the adversarial BatchNorm
+    copies of a model saved while AdvBN was attached (:func:`advbn_aug.eval.checkpoint.read_state_dict`).
     """
     from ..cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, cifar_resnet, load_pretrained_cifar_resnet
 
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist: pass the path of a saved state_dict")
+    if bn not in ("clean", "adv"):
+        raise ValueError(f"bn must be 'clean' or 'adv', got {bn!r}")
+    state = read_state_dict(checkpoint, bn) if checkpoint is not None else None
+    if bn == "adv" and state is None:
+        raise ValueError("bn='adv' needs a --checkpoint saved with its adversarial BatchNorms (a pretrained model "
+                         "has none)")
     match = _CIFAR_RESNET.match(name)
     if match and (int(match.group(1)) in _CIFAR_DEPTHS or name.startswith("cifar_")):
         depth = int(match.group(1))
-        if checkpoint is None:
+        if state is None:
             if num_classes != 10:
                 raise ValueError(f"pretrained {name} has 10 classes, got num_classes={num_classes}: pass --checkpoint")
             return load_pretrained_cifar_resnet(depth), CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
         model = cifar_resnet(depth, num_classes)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()}, strict=True)
+        model.load_state_dict(state, strict=True)
         return model, CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
     import timm
 
     if not timm.is_model(name):
         raise ValueError(f"unknown model {name!r}: use resnet20, resnet56 or a timm model name (timm.list_models())")
-    model = timm.create_model(name, pretrained=False, num_classes=num_classes,
-                              checkpoint_path=str(checkpoint) if checkpoint else "")
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    if state is not None:
+        model.load_state_dict(state, strict=True)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return model, tuple(cfg.get("mean", _IMAGENET_MEAN)), tuple(cfg.get("std", _IMAGENET_STD))
 

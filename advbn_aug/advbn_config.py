@@ -1,0 +1,77 @@
+"""``AdvBNConfig``: every AdvBN option, declared once with its help text; the defaults are the paper's.
+
+``AdvBN(...)``'s keyword arguments, the recipe flags and the timm ``--advbn-*`` flags are all derived from these
+fields (:mod:`advbn_aug.config_cli`), so a new option reaches every interface by being added here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .config import DictConfig
+from .split import SplitMode
+
+__all__ = ["AdvBNConfig", "Clamp", "CaptureMode", "Layout"]
+
+Clamp = float | None | Literal["auto"]
+CaptureMode = Literal["check", "copy"]
+Layout = Literal["auto", "nchw", "nhwc"]
+
+
+def _opt(default: Any, help: str, **kw: Any) -> Any:
+    """A config field with its help text (the one place an option is documented; every CLI derives from it)."""
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class AdvBNConfig(DictConfig):
+    """AdvBN settings; the defaults are the paper's (``../shared/ALGORITHM.md``).
+
+    Every option is declared here once with its help text; ``AdvBN(...)`` keyword arguments, the recipe flags and
+    the timm ``--advbn-*`` flags are derived from these fields (:mod:`advbn_aug.config_cli`).
+    """
+
+    layer: str | int = _opt("layer1", "module name (layer1, stages.0, blocks.5) or timm feature_info index to "
+                                      "attack after", metavar="NAME")
+    eps: float = _opt(1.1, "statistics multipliers stay in [1 - eps, 1 + eps]", metavar="EPS")
+    step_size: float = _opt(0.2, "PGD sign-step size on the multipliers", metavar="S")
+    steps: int = _opt(6, "PGD steps on the multipliers (0: no attack, unperturbed features)", metavar="N")
+    clamp_min: Clamp = _opt("auto", "lower clamp of perturbed (N, C, H, W) features: 'auto' clamps at 0 exactly when "
+                                    "the layer output is non-negative on the first training batch (post-ReLU), "
+                                    "a number forces that clamp, 'none' disables it", metavar="V")
+    token_clamp_min: Clamp = _opt(None, "the same for (N, T, C) token features (tokens are not post-ReLU: off by "
+                                        "default)", metavar="V")
+    dual_bn: bool = _opt(True, "give downstream BatchNorms an adversarial copy (AdvProp-style auxiliary BN)")
+    dual_ln: bool = _opt(False, "also duplicate downstream LayerNorm/GroupNorm (no running statistics: shared by "
+                                "default)")
+    freeze_prefix: bool = _opt(True, "freeze the layers up to and including the layer (no gradients, BatchNorm in "
+                                     "eval mode), as the paper's fine-tuning does")
+    split: SplitMode = _opt("auto", "how the downstream layers are run: torch.fx suffix graph, hook substitution, or "
+                                    "auto (fx, falling back to hooks with a warning)")
+    layout: Layout = _opt("auto", "memory layout of a 4-D layer output: 'auto' reads (N, C, H, W) and refuses outputs "
+                                  "that look channels-last, 'nchw' forces (N, C, H, W), 'nhwc' for channels-last stage "
+                                  "outputs (Swin); 3-D outputs are always tokens (N, T, C)")
+    capture: CaptureMode = _opt("check", "'check': keep the layer output by reference and raise if an in-place op "
+                                         "downstream changes it; 'copy': keep a private copy (one feature of memory)")
+    check_finite: bool = _opt(True, "raise on non-finite features instead of training on them")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, (str, int)) or isinstance(self.layer, bool) or self.layer == "":
+            raise ValueError(f"layer must be a module name or a feature_info index, got {self.layer!r}")
+        if not self.eps >= 0:
+            raise ValueError(f"eps must be >= 0 (the multiplier box is [1 - eps, 1 + eps]), got {self.eps}")
+        if not self.step_size > 0:
+            raise ValueError(f"step_size must be > 0, got {self.step_size}; use steps=0 to disable the attack")
+        if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
+        for name in ("clamp_min", "token_clamp_min"):
+            v = getattr(self, name)
+            if not (v is None or v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool))):
+                raise ValueError(f"{name} must be 'auto', a number or None, got {v!r}")
+        if self.split not in ("auto", "fx", "hook"):
+            raise ValueError(f"split must be 'auto', 'fx' or 'hook', got {self.split!r}")
+        if self.layout not in ("auto", "nchw", "nhwc"):
+            raise ValueError(f"layout must be 'auto', 'nchw' or 'nhwc', got {self.layout!r}")
+        if self.capture not in ("check", "copy"):
+            raise ValueError(f"capture must be 'check' or 'copy', got {self.capture!r}")

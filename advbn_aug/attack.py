@@ -1,0 +1,102 @@
+"""The AdvBN attack as a pure function: PGD on the per-channel statistics multipliers ``(m, s)``.
+
+For people who split their model themselves: give the downstream part as a callable and the layer output, get the
+worst-case multipliers back. :class:`~advbn_aug.AdvBN` uses exactly this function.
+
+::
+
+    m, s = attack_stats(lambda f: head(f), feature, targets, eps=1.1, step_size=0.2, steps=6, clamp=0.0)
+    f_adv = perturb_stats(feature, feature_stats(feature).mean, m, s, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from .stats import feature_layout, feature_stats, perturb_stats
+
+__all__ = ["attack_stats", "run_attack", "AttackResult", "Criterion", "SuffixFn"]
+
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+SuffixFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _autocast_loss_scale(f: torch.Tensor) -> float:
+    """A constant loss scale that keeps float16 gradients from underflowing (the sign step ignores it)."""
+    if f.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.float16:
+        return 1024.0
+    return 1.0
+
+
+class AttackResult(NamedTuple):
+    """The multipliers ``m, s`` and ``nonfinite``, the count of non-finite gradient entries met (a 0-d tensor:
+    reading it synchronises with the device, so read it only when needed)."""
+
+    m: torch.Tensor
+    s: torch.Tensor
+    nonfinite: torch.Tensor
+
+
+def run_attack(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor, *, eps: float, step_size: float,
+               steps: int, clamp: float | None, criterion: Criterion | None = None) -> AttackResult:
+    """:func:`attack_stats` that also reports non-finite gradients (what :class:`~advbn_aug.AdvBN` checks)."""
+    feature_layout(feature)
+    if not eps >= 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    if not step_size > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    criterion = criterion or F.cross_entropy
+    f = feature.detach()
+    mean = feature_stats(f).mean
+    m = torch.ones_like(mean)
+    s = torch.ones_like(mean)
+    nonfinite = torch.zeros((), dtype=torch.int64, device=f.device)
+    lo, hi = 1.0 - eps, 1.0 + eps
+    scale = _autocast_loss_scale(f)
+    with torch.enable_grad():
+        for _ in range(steps):
+            m.requires_grad_(True)
+            s.requires_grad_(True)
+            x = perturb_stats(f, mean, m, s, clamp).to(f.dtype)
+            out = suffix_fn(x)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"the suffix returned {type(out).__name__}; the attack needs a logits tensor")
+            loss = criterion(out.float(), targets)
+            gm, gs = torch.autograd.grad(loss * scale, (m, s))
+            with torch.no_grad():
+                # only finite gradient entries take a step: an fp16 overflow never turns a multiplier into NaN
+                ok_m, ok_s = torch.isfinite(gm), torch.isfinite(gs)
+                nonfinite += (~ok_m).sum() + (~ok_s).sum()
+                m = (m + step_size * torch.where(ok_m, gm.sign(), 0.0)).clamp_(lo, hi)
+                s = (s + step_size * torch.where(ok_s, gs.sign(), 0.0)).clamp_(lo, hi)
+    return AttackResult(m.detach(), s.detach(), nonfinite)
+
+
+def attack_stats(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor, *, eps: float = 1.1,
+                 step_size: float = 0.2, steps: int = 6, clamp: float | None = 0.0,
+                 criterion: Criterion | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Worst-case statistics multipliers for ``feature`` (``../shared/ALGORITHM.md``; the defaults are the paper's).
+
+    Args:
+        suffix_fn: the layers after the cut, ``feature -> logits``; run it in eval mode (the paper's attack does).
+        feature: the layer output, ``(N, C, H, W)`` or ``(N, T, C)``; treated as a constant.
+        targets: what ``criterion`` compares the logits with (class indices ``(N,)`` for cross-entropy).
+        eps: the multipliers stay in ``[1 - eps, 1 + eps]``.
+        step_size: sign-gradient step on the multipliers.
+        steps: number of PGD steps (0 returns ones).
+        clamp: lower clamp of the perturbed feature (0 re-applies a ReLU); ``None`` for no clamp.
+        criterion: the loss the attack maximises (default cross-entropy).
+
+    Returns:
+        ``(m, s)``, each of the multiplier shape (``(1, C, 1, 1)`` or ``(1, 1, C)``), float32, detached. Only these
+        get gradients: no parameter ``.grad`` is written. Non-finite gradient entries take no step.
+    """
+    result = run_attack(suffix_fn, feature, targets, eps=eps, step_size=step_size, steps=steps, clamp=clamp,
+                        criterion=criterion)
+    return result.m, result.s
