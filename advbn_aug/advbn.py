@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import warnings
 from contextlib import AbstractContextManager
 from dataclasses import fields
@@ -30,8 +31,9 @@ from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .advbn_config import AdvBNConfig
 from .attack import Criterion, run_attack
+from .bn_fold import fold_conv_bn
 from .dual_norm import Route, convert_dual_norm, fold_dual_norm, routed
-from .split import ModelSplit, split_model
+from .split import FxSplit, ModelSplit, split_model
 from .stats import feature_layout, feature_stats, perturb_stats
 
 __all__ = ["AdvBN", "AdvBNConfig", "attach"]
@@ -116,6 +118,8 @@ class AdvBN:
         self._inputs: tuple[tuple, dict] | None = None
         self._busy = False
         self._multipliers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._steps_seen = 0  # adversarial_loss calls since attach (the attack_every schedule)
+        self._attack_fn: Any = None
         self._auto_clamp: dict[int, float | None] = {}
         self._layout_checked = False
 
@@ -158,6 +162,13 @@ class AdvBN:
             example_inputs = (example_inputs,)
         split = split_model(model, self.config.layer, self.config.split, example_inputs=example_inputs,
                             example_kwargs=example_kwargs)
+        wants_graph = [k for k in ("compile_attack", "fold_bn") if getattr(self.config, k)]
+        wants_graph += ["adv_fraction"] if self.config.adv_fraction < 1 else []
+        if wants_graph and split.mode != "fx":
+            split.close()
+            raise ValueError(f"{wants_graph[0]}={getattr(self.config, wants_graph[0])} needs the torch.fx split, but "
+                             f"{type(model).__name__} at {self.config.layer!r} takes the hook split ({split.reason}); "
+                             f"drop {wants_graph[0]}")
         self.model, self.split = model, split
         if self.config.freeze_prefix:
             for p in split.prefix_params:
@@ -171,6 +182,7 @@ class AdvBN:
         self._handles.append(split.layer_module.register_forward_hook(_CaptureHook(self)))
         self._handles.append(model.register_forward_pre_hook(_RootPreHook(self), with_kwargs=True))
         self._auto_clamp, self._layout_checked = {}, False
+        self._multipliers, self._steps_seen, self._attack_fn = None, 0, None
         return self
 
     def detach(self, keep: Route = "clean") -> nn.Module:
@@ -198,6 +210,7 @@ class AdvBN:
         for m in self.split.prefix_modules:
             m.training = model.training
         self.model, self.split, self._duals, self._requires_grad = None, None, [], {}
+        self._attack_fn = None
         self.discard()
         return model
 
@@ -339,21 +352,48 @@ class AdvBN:
                             "(set aux_logits=False or wrap the model so forward returns one tensor)")
         return out
 
-    def _attack(self, f: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _attack_suffix(self) -> Any:
+        """The downstream layers for the attack passes (eval mode): eager, or compiled once (``compile_attack``)."""
+        assert self.split is not None
+        cfg = self.config
+        if not (cfg.compile_attack or cfg.fold_bn):
+            return lambda x: self._suffix(x, train=False)
+        if self._attack_fn is None:
+            split = self.split
+            assert isinstance(split, FxSplit)
+            fn = split.eval_suffix(fold_conv_bn if cfg.fold_bn else (lambda gm: gm))
+            self._attack_fn = torch.compile(fn) if cfg.compile_attack else fn
+        return self._attack_fn
+
+    def _previous(self, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The last multipliers in ``mean``'s shape, or ``None`` if there are none for this channel count."""
+        last = self._multipliers
+        if last is None or last[0].numel() != mean.numel():
+            return None
+        return last[0].reshape(mean.shape), last[1].reshape(mean.shape)
+
+    def _attack(self, f: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None, *, reuse: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(m, s, nonfinite, mean)`` for feature ``f``; ``reuse`` returns the last multipliers without attacking."""
         cfg = self.config
         view, shape = self._stats_view(f), f.shape
+        mean = feature_stats(view).mean
+        previous = self._previous(mean)
+        if reuse and previous is not None:
+            return previous[0], previous[1], torch.zeros((), dtype=torch.int64, device=f.device), mean
+        suffix = self._attack_suffix()
         self._busy = True
         try:
             with routed(self._duals, "adv"):
-                m, s, nonfinite = run_attack(lambda x: self._suffix(x.reshape(shape), train=False), view, targets,
-                                             eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps,
-                                             clamp=self._clamp_for(f), criterion=criterion)
+                m, s, nonfinite = run_attack(lambda x: suffix(x.reshape(shape)), view, targets, eps=cfg.eps,
+                                             step_size=cfg.step_size, steps=cfg.steps, clamp=self._clamp_for(f),
+                                             criterion=criterion, init=previous if cfg.warm_start else None,
+                                             random_start=cfg.random_start, mean=mean)
         finally:
             self._busy = False
         c = m.numel()
         self._multipliers = (m.reshape(1, c, 1, 1), s.reshape(1, c, 1, 1))
-        return m, s, nonfinite
+        return m, s, nonfinite, mean
 
     def attack(self, feature: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -367,14 +407,16 @@ class AdvBN:
         feature_layout(feature, name=f"the output of layer {self.split.layer!r}")
         self.split.verify()
         self._check(feature, targets)
-        m, s, nonfinite = self._attack(feature.detach(), targets, criterion)
+        m, s, nonfinite, _ = self._attack(feature.detach(), targets, criterion)
         self._check_finite(feature, None, nonfinite)
         return m, s
 
-    def perturb(self, feature: torch.Tensor, m: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Apply multipliers ``m, s`` to ``feature`` with this AdvBN's clamp; returns ``feature``'s dtype."""
+    def perturb(self, feature: torch.Tensor, m: torch.Tensor, s: torch.Tensor, *, mean: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """Apply multipliers ``m, s`` to ``feature`` with this AdvBN's clamp; returns ``feature``'s dtype.
+        ``mean``: the feature's per-channel mean when already known."""
         view = self._stats_view(feature.detach())
-        mean = feature_stats(view).mean
+        mean = feature_stats(view).mean if mean is None else mean
         out = perturb_stats(view, mean, m.reshape(mean.shape), s.reshape(mean.shape), self._clamp_for(feature))
         return out.reshape(feature.shape).to(feature.dtype)
 
@@ -401,9 +443,15 @@ class AdvBN:
             f = self._take_feature()
             self.split.verify()
             self._check(f, targets)
+            if self.config.adv_fraction < 1:
+                k = max(1, math.ceil(self.config.adv_fraction * f.shape[0]))
+                f, targets = f[:k], targets[:k]
             criterion = criterion or F.cross_entropy
-            m, s, nonfinite = self._attack(f, targets, criterion)
-            x = self.perturb(f, m, s)
+            every = self.config.attack_every
+            reuse = every > 1 and self._steps_seen % every != 0
+            self._steps_seen += 1
+            m, s, nonfinite, mean = self._attack(f, targets, criterion, reuse=reuse)
+            x = self.perturb(f, m, s, mean=mean)
             self._check_finite(f, x, nonfinite)
             self._busy = True
             with routed(self._duals, "adv"):

@@ -37,6 +37,20 @@ class AdvBNConfig(DictConfig):
     eps: float = _opt(1.1, "statistics multipliers stay in [1 - eps, 1 + eps]", metavar="EPS")
     step_size: float = _opt(0.2, "PGD sign-step size on the multipliers", metavar="S")
     steps: int = _opt(6, "PGD steps on the multipliers (0: no attack, unperturbed features)", metavar="N")
+    random_start: bool = _opt(False, "start the attack at a uniform draw in the box instead of (1, 1); with steps=1 "
+                                     "and a large step_size (e.g. 1.25 * eps) this is FGSM with a random start")
+    warm_start: bool = _opt(False, "start each attack from the previous batch's multipliers (the 'free' adversarial "
+                                   "training form; use with steps=1 or 2)")
+    attack_every: int = _opt(1, "run the attack on every k-th training step and reuse the last multipliers in "
+                                "between (the adversarial loss term is still computed every step)", metavar="K")
+    adv_fraction: float = _opt(1.0, "attack and train the adversarial term on the first ceil(r * N) samples of each "
+                                    "batch only (the Fast AdvProp form; fx split only); 1: the whole batch",
+                               metavar="R")
+    fold_bn: bool = _opt(False, "fold each convolution + BatchNorm pair of the downstream layers into one "
+                                "convolution for the attack passes (fx split only; the same multipliers up to float "
+                                "rounding)")
+    compile_attack: bool = _opt(False, "torch.compile the downstream layers for the attack passes (fx split only; "
+                                       "one-time compile; pays off on GPUs, measured slower on CPU)")
     clamp_min: Clamp = _opt("auto", "lower clamp of perturbed (N, C, H, W) features: 'auto' clamps at 0 exactly when "
                                     "the layer output is non-negative on the first training batch (post-ReLU), "
                                     "a number forces that clamp, 'none' disables it", metavar="V")
@@ -65,6 +79,11 @@ class AdvBNConfig(DictConfig):
             raise ValueError(f"step_size must be > 0, got {self.step_size}; use steps=0 to disable the attack")
         if not isinstance(self.steps, int) or isinstance(self.steps, bool) or self.steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
+        if not isinstance(self.attack_every, int) or isinstance(self.attack_every, bool) or self.attack_every < 1:
+            raise ValueError(f"attack_every must be an integer >= 1 (1: attack every step), got {self.attack_every!r}")
+        if isinstance(self.adv_fraction, bool) or not 0 < self.adv_fraction <= 1:
+            raise ValueError(f"adv_fraction must be in (0, 1] (the share of each batch that is attacked), got "
+                             f"{self.adv_fraction!r}")
         for name in ("clamp_min", "token_clamp_min"):
             v = getattr(self, name)
             if not (v is None or v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool))):

@@ -41,9 +41,31 @@ class AttackResult(NamedTuple):
     nonfinite: torch.Tensor
 
 
+def _start(mean: torch.Tensor, lo: float, hi: float, init: tuple[torch.Tensor, torch.Tensor] | None,
+           random_start: bool, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attack's starting multipliers: ``init`` (clamped to the box) if given, else a uniform draw in the box
+    (``random_start``), else ones."""
+    if init is not None:
+        m0, s0 = init
+        if m0.numel() != mean.numel() or s0.numel() != mean.numel():
+            raise ValueError(f"init multipliers have {m0.numel()} / {s0.numel()} entries, the feature has "
+                             f"{mean.numel()} channels")
+        return (m0.detach().to(mean).reshape(mean.shape).clamp(lo, hi),
+                s0.detach().to(mean).reshape(mean.shape).clamp(lo, hi))
+    if random_start:
+        u = torch.rand((2, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
+        return lo + (hi - lo) * u[0], lo + (hi - lo) * u[1]
+    return torch.ones_like(mean), torch.ones_like(mean)
+
+
 def run_attack(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor, *, eps: float, step_size: float,
-               steps: int, clamp: float | None, criterion: Criterion | None = None) -> AttackResult:
-    """:func:`attack_stats` that also reports non-finite gradients (what :class:`~advbn_aug.AdvBN` checks)."""
+               steps: int, clamp: float | None, criterion: Criterion | None = None,
+               init: tuple[torch.Tensor, torch.Tensor] | None = None, random_start: bool = False,
+               generator: torch.Generator | None = None, mean: torch.Tensor | None = None) -> AttackResult:
+    """:func:`attack_stats` that also reports non-finite gradients (what :class:`~advbn_aug.AdvBN` checks).
+
+    ``mean`` is the feature's per-channel mean (multiplier shape) when the caller already has it.
+    """
     feature_layout(feature)
     if not eps >= 0:
         raise ValueError(f"eps must be >= 0, got {eps}")
@@ -53,11 +75,10 @@ def run_attack(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor
         raise ValueError(f"steps must be >= 0, got {steps}")
     criterion = criterion or F.cross_entropy
     f = feature.detach()
-    mean = feature_stats(f).mean
-    m = torch.ones_like(mean)
-    s = torch.ones_like(mean)
-    nonfinite = torch.zeros((), dtype=torch.int64, device=f.device)
+    mean = feature_stats(f).mean if mean is None else mean
     lo, hi = 1.0 - eps, 1.0 + eps
+    m, s = _start(mean, lo, hi, init, random_start, generator)
+    nonfinite = torch.zeros((), dtype=torch.int64, device=f.device)
     scale = _autocast_loss_scale(f)
     with torch.enable_grad():
         for _ in range(steps):
@@ -80,7 +101,9 @@ def run_attack(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor
 
 def attack_stats(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor, *, eps: float = 1.1,
                  step_size: float = 0.2, steps: int = 6, clamp: float | None = 0.0,
-                 criterion: Criterion | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 criterion: Criterion | None = None, init: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 random_start: bool = False, generator: torch.Generator | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Worst-case statistics multipliers for ``feature`` (``../shared/ALGORITHM.md``; the defaults are the paper's).
 
     Args:
@@ -89,14 +112,18 @@ def attack_stats(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tens
         targets: what ``criterion`` compares the logits with (class indices ``(N,)`` for cross-entropy).
         eps: the multipliers stay in ``[1 - eps, 1 + eps]``.
         step_size: sign-gradient step on the multipliers.
-        steps: number of PGD steps (0 returns ones).
+        steps: number of PGD steps (0 returns the starting point: ones, ``init`` or the random draw).
         clamp: lower clamp of the perturbed feature (0 re-applies a ReLU); ``None`` for no clamp.
         criterion: the loss the attack maximises (default cross-entropy).
+        init: starting multipliers ``(m, s)`` (e.g. the previous batch's: the "free" warm start); default ones.
+        random_start: start from a uniform draw in the box instead of ones (ignored with ``init``); with
+            ``steps=1`` and a large ``step_size`` this is the FGSM-with-random-start form.
+        generator: the random source of ``random_start`` (default: torch's global generator).
 
     Returns:
         ``(m, s)``, each of the multiplier shape (``(1, C, 1, 1)`` or ``(1, 1, C)``), float32, detached. Only these
         get gradients: no parameter ``.grad`` is written. Non-finite gradient entries take no step.
     """
     result = run_attack(suffix_fn, feature, targets, eps=eps, step_size=step_size, steps=steps, clamp=clamp,
-                        criterion=criterion)
+                        criterion=criterion, init=init, random_start=random_start, generator=generator)
     return result.m, result.s

@@ -43,6 +43,10 @@ class DualNorm:
             return self.aux_bn(x)
         return super().forward(x)  # type: ignore[misc]
 
+    def active_norm(self) -> nn.Module:
+        """The norm module the current route runs: ``aux_bn`` on ``"adv"``, this module itself on ``"clean"``."""
+        return self.aux_bn if self.route == "adv" else self  # type: ignore[return-value]
+
     def extra_repr(self) -> str:
         return super().extra_repr() + f", route={self.route}"  # type: ignore[misc]
 

@@ -228,7 +228,7 @@ def _build_policy(cfg: RecipeConfig, arm: ArmConfig):
 
     features = []
     if arm.advbn:
-        features.append({"type": "advbn", **cfg.advbn, "freeze_prefix": True})
+        features.append({"type": "advbn", **cfg.advbn, **arm.advbn_options, "freeze_prefix": True})
     pc = PolicyConfig(augmix=AugMixConfig.from_dict(dict(cfg.augmix)).to_dict() if arm.augmix else None,
                       features=features, jsd_weight=cfg.jsd_weight, mean=list(CIFAR_RESNET_MEAN),
                       std=list(CIFAR_RESNET_STD))
@@ -612,17 +612,20 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
              f"training subset {cfg['train_subset'] or 'all'}; corruptions: {cfg['eval_images']} test images, "
              f"{'all 19' if cfg['corruptions'] == 'all' else len(cfg['corruptions'])} corruptions x severities "
              f"{cfg['severities']}. Accuracies in %, mean ± std over seeds.", "",
-             "| arm | seeds | " + " | ".join(t for _, t in _COLUMNS) + " | Δ mCA vs standard | train s/run |",
-             "|---|---|" + "---|" * len(_COLUMNS) + "---|---|"]
+             "| arm | seeds | " + " | ".join(t for _, t in _COLUMNS) + " | Δ mCA vs standard | train s/run | "
+             "train cost vs standard |",
+             "|---|---|" + "---|" * len(_COLUMNS) + "---|---|---|"]
     arms = doc["arms"]
     base = arms.get("standard", {}).get("mca")
+    base_s = arms.get("standard", {}).get("train_seconds", {}).get("mean")
     for a, row in arms.items():
         cells = [_fmt(row.get(k), signed=k == "jpeg_gap") for k, _ in _COLUMNS]
         dm = "-"
         if base is not None and "mca" in row and a != "standard":
             dm = f"{100 * (row['mca']['mean'] - base['mean']):+.2f}"
-        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells) +
-                     f" | {dm} | {row['train_seconds']['mean']:.0f} |")
+        secs = row["train_seconds"]["mean"]
+        cost = f"{secs / base_s:.2f}x" if base_s and secs else "-"
+        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {dm} | {secs:.0f} | {cost} |")
     lines += ["", "## Hypotheses", ""]
     h = doc["hypotheses"]
     if "advbn_vs_standard" in h:

@@ -38,7 +38,8 @@ def prefix_names(layer: str) -> tuple[str, ...]:
 class ArmConfig(DictConfig):
     """One arm. ``augmix``: AugMix views + JSD (paper settings: 2 views, severity 3, width 3, JSD weight 12);
     ``deepaugment``: train on the clean subset mixed with its DeepAugment copies (CAE + EDSR); ``advbn``: AdvBN
-    after ``RecipeConfig.advbn['layer']``; ``train: false`` evaluates the pretrained model without fine-tuning."""
+    after ``RecipeConfig.advbn['layer']``, with this arm's ``advbn_options`` (``AdvBNConfig`` keys, e.g. a cheaper
+    attack schedule) over the shared settings; ``train: false`` evaluates the pretrained model without fine-tuning."""
 
     name: str
     description: str = ""
@@ -46,10 +47,27 @@ class ArmConfig(DictConfig):
     deepaugment: bool = False
     advbn: bool = False
     train: bool = True
+    advbn_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
             raise ValueError(f"arm name must be a non-empty identifier (letters, digits, _), got {self.name!r}")
+        if self.advbn_options:
+            from .advbn_config import AdvBNConfig
+
+            if not self.advbn:
+                raise ValueError(f"arm {self.name!r} sets advbn_options but not advbn: true")
+            if "layer" in self.advbn_options:
+                raise ValueError(f"arm {self.name!r}: the AdvBN layer is shared by every arm (it fixes the frozen "
+                                 "prefix); set it with --advbn-layer, not in advbn_options")
+            AdvBNConfig.from_dict(dict(self.advbn_options))  # unknown keys / bad values fail here, not mid-run
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored with each run; ``advbn_options`` only when set, so runs finished before it existed still match."""
+        d = super().to_dict()
+        if not d["advbn_options"]:
+            del d["advbn_options"]
+        return d
 
 
 DEFAULT_ARMS: dict[str, ArmConfig] = {a.name: a for a in (

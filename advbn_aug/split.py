@@ -21,7 +21,7 @@ import os
 import sys
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
@@ -300,6 +300,17 @@ class FxSplit(ModelSplit):
     def run_suffix(self, feature: torch.Tensor, *, train: bool, inputs: tuple[tuple, dict] | None = None) -> Any:
         with _modes({m: train for m in self.suffix_modules}):
             return self._graphs[train](feature)
+
+    def eval_suffix(self, transform: Callable[[torch.fx.GraphModule], nn.Module]) -> Callable[[torch.Tensor], Any]:
+        """``feature -> output`` through ``transform(eval-mode suffix graph)``, built once, run with the suffix
+        modules in eval mode like :meth:`run_suffix` (e.g. a graph with convolution + BatchNorm pairs folded)."""
+        module = transform(self._graphs[False])
+        suffix = {m: False for m in self.suffix_modules}
+
+        def run(feature: torch.Tensor) -> Any:
+            with _modes(suffix):
+                return module(feature)
+        return run
 
 
 class _Recorder:

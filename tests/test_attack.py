@@ -65,3 +65,41 @@ def test_adversarial_loss_returns_logits():
     assert logits.shape == (4, 10)
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
     loss.backward()
+
+
+# ---------------------------------------------------------------------------------------------- starting points
+def _head():
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Conv2d(4, 6, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(6, 3))
+
+
+def test_random_start_is_a_reproducible_draw_inside_the_box():
+    f, y = torch.rand(5, 4, 6, 6), torch.tensor([0, 1, 2, 0, 1])
+    head = _head()
+    m0, s0 = attack_stats(head, f, y, eps=0.5, steps=0, random_start=True, generator=torch.Generator().manual_seed(3))
+    m1, s1 = attack_stats(head, f, y, eps=0.5, steps=0, random_start=True, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(m0, m1) and torch.equal(s0, s1)
+    assert ((m0 >= 0.5) & (m0 <= 1.5)).all() and ((s0 >= 0.5) & (s0 <= 1.5)).all()
+    assert not torch.equal(m0, torch.ones_like(m0)) and not torch.equal(m0, s0)
+    # one step from the random start: exactly one sign step from that start, clamped to the box
+    m, s = attack_stats(head, f, y, eps=0.5, step_size=0.3, steps=1, random_start=True,
+                        generator=torch.Generator().manual_seed(3))
+    assert torch.allclose((m - m0).abs(), torch.full_like(m, 0.3)) or ((m == 0.5) | (m == 1.5)).any()
+    assert ((m - m0).abs() <= 0.3 + 1e-6).all()
+
+
+def test_init_starts_the_attack_there():
+    f, y = torch.rand(5, 4, 6, 6), torch.tensor([0, 1, 2, 0, 1])
+    head = _head()
+    init = (torch.full((1, 4, 1, 1), 1.4), torch.full((1, 4, 1, 1), 0.3))
+    m, s = attack_stats(head, f, y, eps=0.5, steps=0, init=init)
+    assert torch.equal(m, init[0]) and torch.equal(s, torch.full_like(s, 0.5))  # clamped into [0.5, 1.5]
+    # continuing from a 2-step attack's result for 2 more steps == a 4-step attack
+    m2, s2 = attack_stats(head, f, y, eps=0.5, steps=2)
+    m4, s4 = attack_stats(head, f, y, eps=0.5, steps=4)
+    mc, sc = attack_stats(head, f, y, eps=0.5, steps=2, init=(m2, s2))
+    torch.testing.assert_close(mc, m4)
+    torch.testing.assert_close(sc, s4)
+    with pytest.raises(ValueError, match="init multipliers have 3"):
+        attack_stats(head, f, y, init=(torch.ones(3), torch.ones(3)))

@@ -31,3 +31,38 @@ def test_round_trip_through_a_dict():
     cfg = RecipeConfig(model="resnet56", seeds=[3], advbn={"layer": "layer2", "eps": 0.5, "step_size": 0.2,
                                                            "steps": 3})
     assert RecipeConfig.from_dict(cfg.to_dict()) == cfg
+
+
+# ---------------------------------------------------------------------------------------------- per-arm AdvBN options
+def test_arm_advbn_options_reach_the_policy_and_round_trip(tmp_path):
+    from advbn_aug.recipe import _build_policy
+    from advbn_aug.recipe_config import ArmConfig, load_arms
+
+    arm = ArmConfig("advbn_fgsm", advbn=True, advbn_options={"steps": 1, "random_start": True, "step_size": 1.375})
+    arm.to_yaml(tmp_path / "advbn_fgsm.yaml")
+    loaded = load_arms(tmp_path)["advbn_fgsm"]
+    assert loaded == arm
+    ((feature, _),) = _build_policy(RecipeConfig(), loaded).features
+    c = feature.advbn.config
+    assert (c.steps, c.random_start, c.step_size, c.eps, c.layer) == (1, True, 1.375, 1.1, "layer1")
+
+
+def test_arm_without_options_keeps_its_stored_form():
+    from advbn_aug.recipe_config import DEFAULT_ARMS
+
+    # finished runs store arm.to_dict(); the form without advbn_options must not change, or they would all rerun
+    assert DEFAULT_ARMS["advbn"].to_dict() == {"name": "advbn", "description": DEFAULT_ARMS["advbn"].description,
+                                               "augmix": False, "deepaugment": False, "advbn": True, "train": True}
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"advbn": False, "advbn_options": {"steps": 1}}, "sets advbn_options but not advbn: true"),
+    ({"advbn": True, "advbn_options": {"layer": "layer2"}}, "shared by every arm"),
+    ({"advbn": True, "advbn_options": {"stepz": 1}}, "unknown AdvBNConfig keys"),
+    ({"advbn": True, "advbn_options": {"attack_every": 0}}, "attack_every must be"),
+])
+def test_bad_arm_advbn_options_are_named(kw, match):
+    from advbn_aug.recipe_config import ArmConfig
+
+    with pytest.raises(ValueError, match=match):
+        ArmConfig("x", **kw)

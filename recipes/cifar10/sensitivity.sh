@@ -15,3 +15,8 @@ variant steps3    --advbn-steps 3
 variant layer2    --arms standard advbn --advbn-layer layer2
 variant lr0.001   --arms standard advbn augmix augmix_advbn --lr 0.001 --seeds 0 1 2
 variant steps300  --arms standard advbn --steps 300 --seeds 0 1 2
+# cheaper attack schedules (issue 12), at lr 0.001 where the paper-default AdvBN arm gained over its control;
+# arms from configs/schedules/ (each sets advbn_options over the shared AdvBN settings)
+variant schedules --arms standard advbn advbn_rs2 advbn_fgsm_rs advbn_warm1 advbn_every4 advbn_quarter \
+    advbn_warm1_quarter --lr 0.001 \
+    --seeds 0 1 2 --arms-dir $R/configs/schedules

@@ -1,0 +1,157 @@
+"""Cheaper attack schedules (issue 12): random start, warm start, attack every k-th step, compiled suffix."""
+
+import pytest
+import torch
+
+from advbn_aug import AdvBN
+from advbn_aug.cifar_resnet import cifar_resnet
+
+
+def _setup(**options):
+    torch.manual_seed(0)
+    model = cifar_resnet(20)
+    adv = AdvBN("layer1", **options).attach(model)
+    model.train()
+    return model, adv
+
+
+def _count_suffix_calls(adv):
+    """Wrap the split's run_suffix to count calls in eval (attack) and train (adversarial pass) mode."""
+    calls = {"attack": 0, "adv": 0}
+    run = adv.split.run_suffix
+
+    def counting(feature, *, train, inputs=None):
+        calls["adv" if train else "attack"] += 1
+        return run(feature, train=train, inputs=inputs)
+
+    adv.split.run_suffix = counting
+    return calls
+
+
+def _batch(i):
+    g = torch.Generator().manual_seed(i)
+    return torch.randn(8, 3, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+
+
+def test_defaults_are_the_paper_schedule():
+    adv = AdvBN("layer1")
+    c = adv.config
+    assert (c.steps, c.random_start, c.warm_start, c.attack_every, c.compile_attack) == (6, False, False, 1, False)
+
+
+def test_attack_every_k_reuses_the_last_multipliers_between_attacks():
+    model, adv = _setup(attack_every=3)
+    calls = _count_suffix_calls(adv)
+    seen = []
+    for i in range(5):
+        x, y = _batch(i)
+        adv.loss(x, y)
+        seen.append(tuple(t.clone() for t in adv.last_multipliers))
+    assert calls == {"attack": 6 * 2, "adv": 5}  # attacks at steps 0 and 3 only; the adversarial term every step
+    assert torch.equal(seen[1][0], seen[0][0]) and torch.equal(seen[2][1], seen[0][1])
+    assert not torch.equal(seen[3][0], seen[2][0]) or not torch.equal(seen[3][1], seen[2][1])
+    assert torch.equal(seen[4][0], seen[3][0])
+
+
+def test_reused_multipliers_perturb_the_new_batch():
+    model, adv = _setup(attack_every=2)
+    x0, y0 = _batch(0)
+    adv.loss(x0, y0)
+    m, s = adv.last_multipliers
+    x1, y1 = _batch(1)
+    model(x1)
+    f = adv._feature.clone()
+    expected = adv.perturb(f, m, s)
+    got = {}
+    first_conv = model.layer2[0].conv1  # the fx suffix calls leaf modules: the first one that reads the feature
+    handle = first_conv.register_forward_pre_hook(lambda mod, a: got.setdefault("x", a[0].detach().clone()))
+    adv.adversarial_loss(y1)
+    handle.remove()
+    torch.testing.assert_close(got["x"], expected)
+
+
+def test_warm_start_continues_from_the_previous_batch():
+    model, adv = _setup(warm_start=True, steps=0)
+    for i in range(2):
+        adv.loss(*_batch(i))
+    assert torch.equal(adv.last_multipliers[0], torch.ones(1, 16, 1, 1))  # steps=0: stays at the start
+    adv.config.steps = 1  # one step per batch from here on, each starting where the last ended
+    adv.loss(*_batch(2))
+    first = adv.last_multipliers[0].clone()
+    adv.loss(*_batch(3))
+    second = adv.last_multipliers[0]
+    # after two single steps of 0.2 from 1, every entry is 1 + {-0.4, 0, 0.4}: the second started at the first
+    assert torch.allclose((first - 1).abs(), torch.full_like(first, 0.2))
+    assert set(torch.round((second - 1) / 0.2).unique().tolist()) <= {-2.0, 0.0, 2.0}
+    assert torch.allclose((second - first).abs(), torch.full_like(first, 0.2))
+
+
+def test_random_start_follows_the_global_seed():
+    out = []
+    for _ in range(2):
+        model, adv = _setup(random_start=True, steps=0)
+        torch.manual_seed(5)
+        adv.loss(*_batch(0))
+        out.append(adv.last_multipliers[0].clone())
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], torch.ones_like(out[0]))
+    assert ((out[0] >= -0.1 - 1e-6) & (out[0] <= 2.1 + 1e-6)).all()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_attack_every_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="attack_every must be an integer >= 1"):
+        AdvBN("layer1", attack_every=bad)
+
+
+def test_compile_attack_refuses_the_hook_split():
+    with pytest.raises(ValueError, match="compile_attack=True needs the torch.fx split"):
+        AdvBN("layer1", compile_attack=True, split="hook").attach(cifar_resnet(20))
+
+
+def test_compile_attack_gives_the_eager_multipliers():
+    torch.manual_seed(0)
+    head = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    import copy
+    twin = copy.deepcopy(head)
+    eager = AdvBN("2").attach(head)
+    compiled = AdvBN("2", compile_attack=True).attach(twin)
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    for model, adv in ((head, eager), (twin, compiled)):
+        model.train()
+        adv.loss(x, y)
+    torch.testing.assert_close(compiled.last_multipliers[0], eager.last_multipliers[0])
+    torch.testing.assert_close(compiled.last_multipliers[1], eager.last_multipliers[1])
+
+
+def test_adv_fraction_attacks_the_first_part_of_the_batch_only():
+    model, adv = _setup(adv_fraction=0.25)
+    calls = _count_suffix_calls(adv)
+    seen = []
+    run = adv.split.run_suffix
+
+    def record(feature, *, train, inputs=None):
+        seen.append(feature.shape[0])
+        return run(feature, train=train, inputs=inputs)
+
+    adv.split.run_suffix = record
+    x, y = _batch(0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model(x)
+    f = adv._feature.clone()
+    loss, logits = adv.adversarial_loss(y, return_logits=True)
+    assert seen == [2] * 7 and logits.shape == (2, 10)  # ceil(0.25 * 8) samples, 6 attack passes + 1
+    # the same as attacking a batch of those 2 samples
+    twin_model, twin = _setup()
+    twin_model.load_state_dict(state)
+    twin_model(x[:2])
+    torch.testing.assert_close(twin._feature, f[:2])
+    torch.testing.assert_close(twin.adversarial_loss(y[:2]), loss)
+    assert calls == {"attack": 6, "adv": 1}  # one attack of 6 passes, one adversarial pass
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, 1.5, -0.1, True])
+def test_adv_fraction_must_be_a_share_of_the_batch(bad):
+    with pytest.raises(ValueError, match=r"adv_fraction must be in \(0, 1\]"):
+        AdvBN("layer1", adv_fraction=bad)
