@@ -777,8 +777,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, choices=("resnet20", "resnet56"))
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (shared *_jpeg.npz or torchvision's "
                         "cifar-10-batches-py); default: ../shared/data or $ADVBN_DATA")
-    parser.add_argument("--output", default=None, help="results folder (default recipes/cifar10/results[/tiny])")
-    parser.add_argument("--runs-dir", default=None, help="runs folder (default recipes/cifar10/runs[/tiny])")
+    parser.add_argument("--output", default=None, help="results folder (default recipes/cifar10/results; with "
+                                                       "--tiny runs/cifar10-tiny, untracked)")
+    parser.add_argument("--runs-dir", default=None, help="runs folder (default recipes/cifar10/runs; with --tiny "
+                                                         "runs/cifar10-tiny/runs)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("-b", "--batch-size", type=int, default=None, help="clean images per step")
     parser.add_argument("--lr", type=float, default=None)
@@ -806,6 +808,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("AdvBN", "settings of the AdvBN arms (the recipe's advbn; the prefix up to "
                                       "the layer is always frozen)")
     add_config_arguments(group, AdvBNConfig, prefix="advbn-", exclude=("freeze_prefix",), defaults=UNSET)
+
+
+def default_folders(tiny: bool) -> tuple[Path, Path]:
+    """``(output, runs_dir)`` when no flag names them: the committed table's folders for the full recipe; for
+    ``--tiny`` (the README's smoke run) folders under ``runs/`` that git ignores, so it never touches tracked files."""
+    if tiny:
+        return Path("runs/cifar10-tiny"), Path("runs/cifar10-tiny/runs")
+    return Path("recipes/cifar10/results"), Path("recipes/cifar10/runs")
 
 
 def config_from_args(args: argparse.Namespace) -> RecipeConfig:
@@ -844,9 +854,9 @@ def run(args: argparse.Namespace) -> int:
     from .eval.corruptions import resolve_corruptions
 
     resolve_corruptions(cfg.corruptions)  # fail early on a bad name
-    sub = "tiny" if args.tiny else ""
-    output = Path(args.output or Path("recipes/cifar10/results") / sub)
-    runs_dir = Path(args.runs_dir or Path("recipes/cifar10/runs") / sub)
+    default_output, default_runs = default_folders(args.tiny)
+    output = Path(args.output or default_output)
+    runs_dir = Path(args.runs_dir or default_runs)
     (output / "logs").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(output / "logs" / "recipe.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

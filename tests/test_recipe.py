@@ -248,3 +248,19 @@ def test_every_arm_freezes_the_prefix_up_to_the_advbn_layer(tmp_path):
     model = cifar_resnet(20)
     expected = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("layer3", "linear")))
     assert r["arm"]["name"] == "standard" and r["trainable_parameters"] == expected
+
+
+def test_tiny_run_writes_only_untracked_folders():
+    """The README's first command (`advbn-aug recipe cifar10 --tiny`) must leave `git status` clean (issue 15)."""
+    import subprocess
+    from pathlib import Path
+
+    from advbn_aug.recipe import default_folders
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    for folder in default_folders(tiny=True):
+        probe = folder / "results.md"
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=repo).returncode == 0
+        assert ignored, f"{probe} is not ignored by git: --tiny would modify or add tracked files"
