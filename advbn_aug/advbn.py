@@ -22,7 +22,7 @@ import math
 import warnings
 from contextlib import AbstractContextManager
 from dataclasses import fields
-from typing import Any, Literal, get_type_hints, overload
+from typing import Any, Literal, NamedTuple, get_type_hints, overload
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from .advbn_config import AdvBNConfig
 from .attack import Criterion, run_attack
 from .bn_fold import fold_conv_bn
 from .dual_norm import Route, convert_dual_norm, fold_dual_norm, routed
+from .losses import prediction_kl
 from .split import FxSplit, ModelSplit, split_model
 from .stats import feature_layout, feature_stats, perturb_stats
 
@@ -89,6 +90,14 @@ class _FrozenPrefixHook:
 
 
 _HOOK_TYPES = (_CaptureHook, _RootPreHook, _FrozenPrefixHook)
+
+
+class _AttackOut(NamedTuple):
+    m: torch.Tensor
+    s: torch.Tensor
+    nonfinite: torch.Tensor
+    mean: torch.Tensor
+    reference: torch.Tensor | None  # the prediction on the unperturbed feature (attack_loss="kl")
 
 
 class AdvBN:
@@ -317,7 +326,12 @@ class AdvBN:
                       "0.0" if nonneg else "None", "non-negative" if nonneg else "signed")
         return self._auto_clamp[f.dim()]
 
-    def _check(self, f: torch.Tensor, targets: torch.Tensor) -> None:
+    def _check(self, f: torch.Tensor, targets: torch.Tensor | None) -> None:
+        if targets is None:
+            if self.config.attack_loss != "kl":
+                raise ValueError("targets=None (label-free) needs AdvBN(..., attack_loss='kl'); the default attack "
+                                 "maximises the cross-entropy with the targets")
+            return
         if not isinstance(targets, torch.Tensor):
             raise TypeError(f"targets must be a tensor, got {type(targets).__name__}")
         if targets.dim() == 0 or targets.shape[0] != f.shape[0]:
@@ -372,30 +386,39 @@ class AdvBN:
             return None
         return last[0].reshape(mean.shape), last[1].reshape(mean.shape)
 
-    def _attack(self, f: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None, *, reuse: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(m, s, nonfinite, mean)`` for feature ``f``; ``reuse`` returns the last multipliers without attacking."""
+    def _attack(self, f: torch.Tensor, targets: torch.Tensor | None, criterion: Criterion | None, *,
+                reuse: bool = False) -> _AttackOut:
+        """The multipliers for feature ``f``; ``reuse`` returns the last ones without attacking. With
+        ``attack_loss="kl"`` the attack maximises the KL to the prediction on the unperturbed feature (returned as
+        ``reference``) and starts from a random point."""
         cfg = self.config
         view, shape = self._stats_view(f), f.shape
         mean = feature_stats(view).mean
-        previous = self._previous(mean)
-        if reuse and previous is not None:
-            return previous[0], previous[1], torch.zeros((), dtype=torch.int64, device=f.device), mean
+        clamp = self._clamp_for(f)
         suffix = self._attack_suffix()
+        reference = None
         self._busy = True
         try:
             with routed(self._duals, "adv"):
+                if cfg.attack_loss == "kl":
+                    with torch.no_grad():
+                        ones = torch.ones_like(mean)
+                        reference = suffix(perturb_stats(view, mean, ones, ones, clamp).to(f.dtype).reshape(shape))
+                    criterion, targets = prediction_kl, reference
+                previous = self._previous(mean)
+                if reuse and previous is not None:
+                    return _AttackOut(*previous, torch.zeros((), dtype=torch.int64, device=f.device), mean, reference)
                 m, s, nonfinite = run_attack(lambda x: suffix(x.reshape(shape)), view, targets, eps=cfg.eps,
-                                             step_size=cfg.step_size, steps=cfg.steps, clamp=self._clamp_for(f),
+                                             step_size=cfg.step_size, steps=cfg.steps, clamp=clamp,
                                              criterion=criterion, init=previous if cfg.warm_start else None,
-                                             random_start=cfg.random_start, mean=mean)
+                                             random_start=cfg.random_start or cfg.attack_loss == "kl", mean=mean)
         finally:
             self._busy = False
         c = m.numel()
         self._multipliers = (m.reshape(1, c, 1, 1), s.reshape(1, c, 1, 1))
-        return m, s, nonfinite, mean
+        return _AttackOut(m, s, nonfinite, mean, reference)
 
-    def attack(self, feature: torch.Tensor, targets: torch.Tensor, criterion: Criterion | None = None
+    def attack(self, feature: torch.Tensor, targets: torch.Tensor | None, criterion: Criterion | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """PGD on the statistics multipliers for ``feature`` (the layer output, ``(N, C, H, W)`` or ``(N, T, C)``).
 
@@ -407,9 +430,9 @@ class AdvBN:
         feature_layout(feature, name=f"the output of layer {self.split.layer!r}")
         self.split.verify()
         self._check(feature, targets)
-        m, s, nonfinite, _ = self._attack(feature.detach(), targets, criterion)
-        self._check_finite(feature, None, nonfinite)
-        return m, s
+        out = self._attack(feature.detach(), targets, criterion)
+        self._check_finite(feature, None, out.nonfinite)
+        return out.m, out.s
 
     def perturb(self, feature: torch.Tensor, m: torch.Tensor, s: torch.Tensor, *, mean: torch.Tensor | None = None
                 ) -> torch.Tensor:
@@ -422,20 +445,24 @@ class AdvBN:
 
     # ---------------------------------------------------------------- losses
     @overload
-    def adversarial_loss(self, targets: torch.Tensor, criterion: Criterion | None = ...,
+    def adversarial_loss(self, targets: torch.Tensor | None, criterion: Criterion | None = ...,
                          return_logits: Literal[False] = ...) -> torch.Tensor: ...
 
     @overload
-    def adversarial_loss(self, targets: torch.Tensor, criterion: Criterion | None = ..., *,
+    def adversarial_loss(self, targets: torch.Tensor | None, criterion: Criterion | None = ..., *,
                          return_logits: Literal[True]) -> tuple[torch.Tensor, torch.Tensor]: ...
 
-    def adversarial_loss(self, targets: torch.Tensor, criterion: Criterion | None = None,
+    def adversarial_loss(self, targets: torch.Tensor | None, criterion: Criterion | None = None,
                          return_logits: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The adversarial term for the features cached by the last train-mode forward of the model.
 
         Attacks the cached feature, then runs the downstream layers in train mode through the adversarial norms
         and returns ``criterion(logits_adv, targets)`` (cross-entropy by default); with ``return_logits=True``,
         ``(loss, logits_adv)`` (for adversarial accuracy). The cache is consumed.
+
+        Label-free (``attack_loss="kl"``): ``targets=None`` returns the KL from the prediction on the unperturbed
+        feature to the one on the adversarial feature (any ``(N, K, *)`` logits, e.g. per-pixel); with targets,
+        the attack is label-free and the term is ``criterion(logits_adv, targets)``.
         """
         if self.model is None or self.split is None:
             raise RuntimeError("this AdvBN is not attached: call attach(model) first")
@@ -445,18 +472,22 @@ class AdvBN:
             self._check(f, targets)
             if self.config.adv_fraction < 1:
                 k = max(1, math.ceil(self.config.adv_fraction * f.shape[0]))
-                f, targets = f[:k], targets[:k]
+                f, targets = f[:k], (targets[:k] if targets is not None else None)
             criterion = criterion or F.cross_entropy
             every = self.config.attack_every
             reuse = every > 1 and self._steps_seen % every != 0
             self._steps_seen += 1
-            m, s, nonfinite, mean = self._attack(f, targets, criterion, reuse=reuse)
-            x = self.perturb(f, m, s, mean=mean)
-            self._check_finite(f, x, nonfinite)
+            out = self._attack(f, targets, criterion, reuse=reuse)
+            x = self.perturb(f, out.m, out.s, mean=out.mean)
+            self._check_finite(f, x, out.nonfinite)
             self._busy = True
             with routed(self._duals, "adv"):
                 logits = self._suffix(x, train=True)
-            loss = criterion(logits, targets)
+            if targets is None:  # label-free: consistency with the prediction on the unperturbed feature
+                assert out.reference is not None
+                loss = prediction_kl(logits, out.reference)
+            else:
+                loss = criterion(logits, targets)
             return (loss, logits) if return_logits else loss
         finally:
             self._busy = False

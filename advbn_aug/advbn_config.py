@@ -12,11 +12,12 @@ from typing import Any, Literal
 from .config import DictConfig
 from .split import SplitMode
 
-__all__ = ["AdvBNConfig", "Clamp", "CaptureMode", "Layout"]
+__all__ = ["AdvBNConfig", "Clamp", "CaptureMode", "Layout", "AttackLoss"]
 
 Clamp = float | None | Literal["auto"]
 CaptureMode = Literal["check", "copy"]
 Layout = Literal["auto", "nchw", "nhwc"]
+AttackLoss = Literal["ce", "kl"]
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -37,6 +38,10 @@ class AdvBNConfig(DictConfig):
     eps: float = _opt(1.1, "statistics multipliers stay in [1 - eps, 1 + eps]", metavar="EPS")
     step_size: float = _opt(0.2, "PGD sign-step size on the multipliers", metavar="S")
     steps: int = _opt(6, "PGD steps on the multipliers (0: no attack, unperturbed features)", metavar="N")
+    attack_loss: AttackLoss = _opt("ce", "what the attack maximises: 'ce', the criterion with the targets (the "
+                                         "paper); 'kl', KL(prediction on the unperturbed feature || prediction on "
+                                         "the perturbed one), label-free (segmentation, detection, self-supervised; "
+                                         "starts from a random point, where the KL has a gradient)")
     random_start: bool = _opt(False, "start the attack at a uniform draw in the box instead of (1, 1); with steps=1 "
                                      "and a large step_size (e.g. 1.25 * eps) this is FGSM with a random start")
     warm_start: bool = _opt(False, "start each attack from the previous batch's multipliers (the 'free' adversarial "
@@ -90,6 +95,8 @@ class AdvBNConfig(DictConfig):
                 raise ValueError(f"{name} must be 'auto', a number or None, got {v!r}")
         if self.split not in ("auto", "fx", "hook"):
             raise ValueError(f"split must be 'auto', 'fx' or 'hook', got {self.split!r}")
+        if self.attack_loss not in ("ce", "kl"):
+            raise ValueError(f"attack_loss must be 'ce' or 'kl', got {self.attack_loss!r}")
         if self.layout not in ("auto", "nchw", "nhwc"):
             raise ValueError(f"layout must be 'auto', 'nchw' or 'nhwc', got {self.layout!r}")
         if self.capture not in ("check", "copy"):

@@ -1,4 +1,6 @@
-"""AugMix's Jensen-Shannon consistency loss (Hendrycks et al., ICLR 2020, eq. 1).
+"""Consistency losses between predictions: AugMix's Jensen-Shannon loss, and the KL divergence of label-free AdvBN.
+
+AugMix's Jensen-Shannon consistency loss (Hendrycks et al., ICLR 2020, eq. 1):
 
 ``JS(p_clean, p_aug1, p_aug2) = 1/K sum_k KL(p_k || M)`` with ``M`` the mean of the ``K`` predicted distributions
 (clamped to ``[1e-7, 1]`` before the log, as in the paper's code). The paper weights it by ``lambda = 12`` and adds the
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["jsd_consistency", "augmix_criterion", "AUGMIX_JSD_WEIGHT"]
+__all__ = ["jsd_consistency", "augmix_criterion", "prediction_kl", "AUGMIX_JSD_WEIGHT"]
 
 AUGMIX_JSD_WEIGHT = 12.0
 
@@ -64,3 +66,18 @@ def augmix_criterion(num_splits: int = 3, weight: float = AUGMIX_JSD_WEIGHT, smo
     from timm.loss import JsdCrossEntropy
 
     return JsdCrossEntropy(num_splits=num_splits, alpha=weight, smoothing=smoothing)
+
+
+def prediction_kl(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(reference) || softmax(logits))`` over the class axis 1, averaged over every other position.
+
+    ``(N, K)`` classification logits or ``(N, K, *)`` dense ones (per-pixel segmentation logits); ``reference`` has
+    the same shape and is treated as a constant (detached). Computed in float32; scalar, ``>= 0``. The argument
+    order matches a criterion ``(output, target)``, so it is the criterion of label-free AdvBN.
+    """
+    if logits.shape != reference.shape or logits.dim() < 2:
+        raise ValueError(f"logits {tuple(logits.shape)} and reference {tuple(reference.shape)} must share one "
+                         "(N, K) or (N, K, *) shape")
+    log_p = F.log_softmax(reference.detach().float(), dim=1)
+    log_q = F.log_softmax(logits.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean()
