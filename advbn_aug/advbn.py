@@ -16,23 +16,22 @@ Usage in an existing loop (attach before building the optimizer and before wrapp
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
-import warnings
 from contextlib import AbstractContextManager
 from dataclasses import fields
-from typing import Any, Literal, NamedTuple, get_type_hints, overload
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from .advbn_config import AdvBNConfig
+from .advbn_config import AdvBNConfig, init_docstring, init_signature
 from .attack import Criterion, run_attack
 from .bn_fold import fold_conv_bn
 from .dual_norm import Route, convert_dual_norm, fold_dual_norm, routed
+from .feature_checks import check_finite, check_layout, check_targets
 from .losses import prediction_kl
 from .split import FxSplit, ModelSplit, split_model
 from .stats import feature_layout, feature_stats, perturb_stats
@@ -40,18 +39,6 @@ from .stats import feature_layout, feature_stats, perturb_stats
 __all__ = ["AdvBN", "AdvBNConfig", "attach"]
 
 _log = logging.getLogger("advbn_aug")
-
-
-def _feature_info_channels(model: nn.Module, layer: str) -> int | None:
-    """The channel count timm's ``feature_info`` declares for ``layer`` (``None`` when the model has none)."""
-    info = getattr(model, "feature_info", None)
-    try:
-        for d in info or ():
-            if isinstance(d, dict) and d.get("module") == layer and isinstance(d.get("num_chs"), int):
-                return d["num_chs"]
-    except TypeError:
-        return None
-    return None
 
 
 def _is_data_parallel(model: nn.Module) -> bool:
@@ -251,31 +238,14 @@ class AdvBN:
                             "attach to a layer whose output is a single (N, C, H, W) or (N, T, C) tensor")
         feature_layout(output, name=f"the output of layer {self.split.layer!r}")
         if not self._layout_checked:
-            self._check_layout(output)
+            check_layout(self.model, self.split.layer, output, self.config.layout)  # type: ignore[arg-type]
+            self._layout_checked = True
         detached = output.detach()
         if self.config.capture == "copy":
             self._feature, self._feature_version = detached.clone(), None
         else:  # by reference: detach() shares the version counter, so an in-place change downstream is seen
             self._feature, self._feature_version = detached, detached._version
         return detached if self.config.freeze_prefix else None
-
-    def _check_layout(self, f: torch.Tensor) -> None:
-        """Refuse 4-D outputs that look channels-last unless ``layout`` says so (statistics would mix up axes)."""
-        layer, layout = self.split.layer, self.config.layout  # type: ignore[union-attr]
-        if layout == "nhwc" and f.dim() != 4:
-            raise ValueError(f"layout='nhwc' needs a 4-D (N, H, W, C) output, but layer {layer!r} returned shape "
-                             f"{tuple(f.shape)}: use layout='auto'")
-        if layout == "auto" and f.dim() == 4:
-            chs = _feature_info_channels(self.model, layer)  # type: ignore[arg-type]
-            n, a, b, c = f.shape
-            looks_nhwc = (a != chs and c == chs) if chs else (a == b != c)
-            if looks_nhwc:
-                why = f"feature_info says {chs} channels" if chs else "dims 1 and 2 are equal and dim 3 differs"
-                raise ValueError(f"the output of layer {layer!r} has shape {tuple(f.shape)}, which looks channels-last "
-                                 f"(N, H, W, C) ({why}); AdvBN would take H for the channels. Pass "
-                                 f"AdvBN({layer!r}, layout='nhwc') for channels-last stage outputs (Swin), or "
-                                 "layout='nchw' if it really is (N, C, H, W)")
-        self._layout_checked = True
 
     def _stats_view(self, f: torch.Tensor) -> torch.Tensor:
         """The feature as statistics see it: channels-last maps become tokens ``(N, H * W, C)``."""
@@ -326,37 +296,9 @@ class AdvBN:
                       "0.0" if nonneg else "None", "non-negative" if nonneg else "signed")
         return self._auto_clamp[f.dim()]
 
-    def _check(self, f: torch.Tensor, targets: torch.Tensor | None) -> None:
-        if targets is None:
-            if self.config.attack_loss != "kl":
-                raise ValueError("targets=None (label-free) needs AdvBN(..., attack_loss='kl'); the default attack "
-                                 "maximises the cross-entropy with the targets")
-            return
-        if not isinstance(targets, torch.Tensor):
-            raise TypeError(f"targets must be a tensor, got {type(targets).__name__}")
-        if targets.dim() == 0 or targets.shape[0] != f.shape[0]:
-            raise ValueError(f"targets have shape {tuple(targets.shape)} but the batch has {f.shape[0]} samples: pass "
-                             "one class index per sample (N,) or one probability row per sample (N, K)")
-
     def _check_finite(self, f: torch.Tensor, f_adv: torch.Tensor | None, nonfinite_grads: torch.Tensor) -> None:
-        """One host sync for every check of a step: the input feature, the perturbed one, the attack gradients."""
-        if not self.config.check_finite:
-            return
-        layer = self.split.layer  # type: ignore[union-attr]
-        bad_in, bad_adv, bad_grad = torch.stack([
-            (~torch.isfinite(f)).sum(), (~torch.isfinite(f_adv)).sum() if f_adv is not None else nonfinite_grads * 0,
-            nonfinite_grads]).tolist()
-        if bad_in:
-            raise FloatingPointError(f"the output of layer {layer!r} contains NaN or Inf: the model diverged or the "
-                                     "input is not finite; AdvBN refuses to train on it (lower the learning rate, "
-                                     "check the inputs, or use AMP with a GradScaler)")
-        if bad_adv:
-            raise FloatingPointError(f"the perturbed feature at layer {layer!r} contains NaN or Inf although the "
-                                     "layer output is finite (overflow in low precision?): lower eps, or run the "
-                                     "model in float32 / bfloat16")
-        if bad_grad:
-            warnings.warn(f"AdvBN at {layer!r}: {bad_grad} non-finite attack gradient entries (float16 overflow?) "
-                          "took no step; the multipliers stayed finite", RuntimeWarning, stacklevel=3)
+        if self.config.check_finite:
+            check_finite(self.split.layer, f, f_adv, nonfinite_grads)  # type: ignore[union-attr]
 
     def _suffix(self, feature: torch.Tensor, train: bool) -> torch.Tensor:
         assert self.split is not None
@@ -429,7 +371,7 @@ class AdvBN:
             raise RuntimeError("attach(model) before attacking")
         feature_layout(feature, name=f"the output of layer {self.split.layer!r}")
         self.split.verify()
-        self._check(feature, targets)
+        check_targets(feature, targets, self.config.attack_loss)
         out = self._attack(feature.detach(), targets, criterion)
         self._check_finite(feature, None, out.nonfinite)
         return out.m, out.s
@@ -469,7 +411,7 @@ class AdvBN:
         try:
             f = self._take_feature()
             self.split.verify()
-            self._check(f, targets)
+            check_targets(f, targets, self.config.attack_loss)
             if self.config.adv_fraction < 1:
                 k = max(1, math.ceil(self.config.adv_fraction * f.shape[0]))
                 f, targets = f[:k], (targets[:k] if targets is not None else None)
@@ -510,19 +452,8 @@ class AdvBN:
         return criterion(out, targets) + self.adversarial_loss(targets, criterion)
 
 
-def _derived_signature() -> inspect.Signature:
-    """``AdvBN.__init__``'s signature, derived from :class:`AdvBNConfig` (for ``help()``, IDEs and docs)."""
-    hints = get_type_hints(AdvBNConfig)
-    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    for f in fields(AdvBNConfig):
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if f.name == "layer" else inspect.Parameter.KEYWORD_ONLY
-        params.append(inspect.Parameter(f.name, kind, default=f.default, annotation=hints[f.name]))
-    return inspect.Signature(params, return_annotation=None)
-
-
-AdvBN.__init__.__signature__ = _derived_signature()  # type: ignore[attr-defined]
-AdvBN.__init__.__doc__ = "Args:\n" + "\n".join(
-    f"    {f.name}: {f.metadata['help']} (default {f.default!r})." for f in fields(AdvBNConfig))
+AdvBN.__init__.__signature__ = init_signature()  # type: ignore[attr-defined]
+AdvBN.__init__.__doc__ = init_docstring()
 
 
 def attach(model: nn.Module, layer: str | int = "layer1", **kwargs: Any) -> AdvBN:

@@ -6,13 +6,14 @@ fields (:mod:`advbn_aug.config_cli`), so a new option reaches every interface by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+import inspect
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, get_type_hints
 
 from .config import DictConfig
 from .split import SplitMode
 
-__all__ = ["AdvBNConfig", "Clamp", "CaptureMode", "Layout", "AttackLoss"]
+__all__ = ["AdvBNConfig", "Clamp", "CaptureMode", "Layout", "AttackLoss", "init_signature", "init_docstring"]
 
 Clamp = float | None | Literal["auto"]
 CaptureMode = Literal["check", "copy"]
@@ -101,3 +102,20 @@ class AdvBNConfig(DictConfig):
             raise ValueError(f"layout must be 'auto', 'nchw' or 'nhwc', got {self.layout!r}")
         if self.capture not in ("check", "copy"):
             raise ValueError(f"capture must be 'check' or 'copy', got {self.capture!r}")
+
+
+def init_signature() -> inspect.Signature:
+    """``AdvBN.__init__``'s signature derived from the fields (for ``help()``, IDEs and docs): ``layer`` positional,
+    every other option keyword-only."""
+    hints = get_type_hints(AdvBNConfig)
+    params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    for f in fields(AdvBNConfig):
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if f.name == "layer" else inspect.Parameter.KEYWORD_ONLY
+        params.append(inspect.Parameter(f.name, kind, default=f.default, annotation=hints[f.name]))
+    return inspect.Signature(params, return_annotation=None)
+
+
+def init_docstring() -> str:
+    """The ``Args:`` section of ``AdvBN.__init__``, one line per field with its help text and default."""
+    return "Args:\n" + "\n".join(f"    {f.name}: {f.metadata['help']} (default {f.default!r})."
+                                   for f in fields(AdvBNConfig))
