@@ -272,8 +272,8 @@ class AdvBN:
     # ---------------------------------------------------------------- the attack
     @property
     def last_multipliers(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(m, s)`` of the last attack, each of shape ``(1, C, 1, 1)`` (also for token features); ``None``
-        before the first attack."""
+        """``(m, s)`` of the last attack, each of shape ``(1, C, 1, 1)`` (also for token features; ``(N, C, 1, 1)``
+        with ``stats="instance"``); ``None`` before the first attack."""
         return self._multipliers
 
     @property
@@ -335,7 +335,7 @@ class AdvBN:
         ``reference``) and starts from a random point."""
         cfg = self.config
         view, shape = self._stats_view(f), f.shape
-        mean = feature_stats(view).mean
+        mean = feature_stats(view, self.config.stats == "instance").mean
         clamp = self._clamp_for(f)
         suffix = self._attack_suffix()
         reference = None
@@ -356,8 +356,8 @@ class AdvBN:
                                              random_start=cfg.random_start or cfg.attack_loss == "kl", mean=mean)
         finally:
             self._busy = False
-        c = m.numel()
-        self._multipliers = (m.reshape(1, c, 1, 1), s.reshape(1, c, 1, 1))
+        n = m.shape[0]  # 1 for batch statistics, N per instance
+        self._multipliers = (m.reshape(n, -1, 1, 1), s.reshape(n, -1, 1, 1))
         return _AttackOut(m, s, nonfinite, mean, reference)
 
     def attack(self, feature: torch.Tensor, targets: torch.Tensor | None, criterion: Criterion | None = None
@@ -381,7 +381,7 @@ class AdvBN:
         """Apply multipliers ``m, s`` to ``feature`` with this AdvBN's clamp; returns ``feature``'s dtype.
         ``mean``: the feature's per-channel mean when already known."""
         view = self._stats_view(feature.detach())
-        mean = feature_stats(view).mean if mean is None else mean
+        mean = feature_stats(view, self.config.stats == "instance").mean if mean is None else mean
         out = perturb_stats(view, mean, m.reshape(mean.shape), s.reshape(mean.shape), self._clamp_for(feature))
         return out.reshape(feature.shape).to(feature.dtype)
 

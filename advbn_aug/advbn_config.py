@@ -13,12 +13,14 @@ from typing import Any, Literal, get_type_hints
 from .config import DictConfig
 from .split import SplitMode
 
-__all__ = ["AdvBNConfig", "Clamp", "CaptureMode", "Layout", "AttackLoss", "init_signature", "init_docstring"]
+__all__ = ["AdvBNConfig", "Clamp", "CaptureMode", "Layout", "AttackLoss", "StatsLevel", "init_signature",
+           "init_docstring"]
 
 Clamp = float | None | Literal["auto"]
 CaptureMode = Literal["check", "copy"]
 Layout = Literal["auto", "nchw", "nhwc"]
 AttackLoss = Literal["ce", "kl"]
+StatsLevel = Literal["batch", "instance"]
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
@@ -43,6 +45,9 @@ class AdvBNConfig(DictConfig):
                                          "paper); 'kl', KL(prediction on the unperturbed feature || prediction on "
                                          "the perturbed one), label-free (segmentation, detection, self-supervised; "
                                          "starts from a random point, where the KL has a gradient)")
+    stats: StatsLevel = _opt("batch", "'batch': one (m, s) per channel shared by the batch, statistics over (N, H, W) "
+                                      "(the paper); 'instance': one (m, s) per sample and channel, statistics of each "
+                                      "sample over (H, W)")
     random_start: bool = _opt(False, "start the attack at a uniform draw in the box instead of (1, 1); with steps=1 "
                                      "and a large step_size (e.g. 1.25 * eps) this is FGSM with a random start")
     warm_start: bool = _opt(False, "start each attack from the previous batch's multipliers (the 'free' adversarial "
@@ -96,6 +101,11 @@ class AdvBNConfig(DictConfig):
                 raise ValueError(f"{name} must be 'auto', a number or None, got {v!r}")
         if self.split not in ("auto", "fx", "hook"):
             raise ValueError(f"split must be 'auto', 'fx' or 'hook', got {self.split!r}")
+        if self.stats not in ("batch", "instance"):
+            raise ValueError(f"stats must be 'batch' or 'instance', got {self.stats!r}")
+        if self.stats == "instance" and (self.warm_start or self.attack_every > 1):
+            raise ValueError("stats='instance' gives each sample its own multipliers, which cannot carry over to the "
+                             "next batch: drop warm_start / attack_every, or use stats='batch'")
         if self.attack_loss not in ("ce", "kl"):
             raise ValueError(f"attack_loss must be 'ce' or 'kl', got {self.attack_loss!r}")
         if self.layout not in ("auto", "nchw", "nhwc"):

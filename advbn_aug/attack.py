@@ -102,7 +102,7 @@ def run_attack(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor
 def attack_stats(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor, *, eps: float = 1.1,
                  step_size: float = 0.2, steps: int = 6, clamp: float | None = 0.0,
                  criterion: Criterion | None = None, init: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 random_start: bool = False, generator: torch.Generator | None = None
+                 random_start: bool = False, generator: torch.Generator | None = None, per_instance: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Worst-case statistics multipliers for ``feature`` (``../shared/ALGORITHM.md``; the defaults are the paper's).
 
@@ -119,11 +119,14 @@ def attack_stats(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tens
         random_start: start from a uniform draw in the box instead of ones (ignored with ``init``); with
             ``steps=1`` and a large ``step_size`` this is the FGSM-with-random-start form.
         generator: the random source of ``random_start`` (default: torch's global generator).
+        per_instance: one ``(m, s)`` per sample and channel on each sample's own statistics (instance-level AdvBN;
+            multipliers ``(N, C, 1, 1)`` / ``(N, 1, C)``) instead of the batch's.
 
     Returns:
         ``(m, s)``, each of the multiplier shape (``(1, C, 1, 1)`` or ``(1, 1, C)``), float32, detached. Only these
         get gradients: no parameter ``.grad`` is written. Non-finite gradient entries take no step.
     """
     result = run_attack(suffix_fn, feature, targets, eps=eps, step_size=step_size, steps=steps, clamp=clamp,
-                        criterion=criterion, init=init, random_start=random_start, generator=generator)
+                        criterion=criterion, init=init, random_start=random_start, generator=generator,
+                        mean=feature_stats(feature.detach(), per_instance).mean)
     return result.m, result.s

@@ -31,8 +31,9 @@ def feature_layout(f: torch.Tensor, *, name: str = "feature") -> str:
     )
 
 
-def _reduce_dims(f: torch.Tensor) -> tuple[int, ...]:
-    return (0, 2, 3) if feature_layout(f) == "spatial" else (0, 1)
+def _reduce_dims(f: torch.Tensor, per_instance: bool = False) -> tuple[int, ...]:
+    dims = (0, 2, 3) if feature_layout(f) == "spatial" else (0, 1)
+    return dims[1:] if per_instance else dims
 
 
 def multiplier_shape(f: torch.Tensor) -> tuple[int, ...]:
@@ -53,11 +54,17 @@ class FeatureStats:
     std: torch.Tensor
 
 
-def feature_stats(f: torch.Tensor) -> FeatureStats:
-    """Per-channel batch mean and std of ``f`` (``(N, C, H, W)`` or ``(N, T, C)``), computed in float32."""
-    dims = _reduce_dims(f)
+def feature_stats(f: torch.Tensor, per_instance: bool = False) -> FeatureStats:
+    """Per-channel batch mean and std of ``f`` (``(N, C, H, W)`` or ``(N, T, C)``), computed in float32.
+
+    ``per_instance``: statistics of each sample over ``(H, W)`` / ``T`` instead, shaped ``(N, C, 1, 1)`` /
+    ``(N, 1, C)`` (instance-level AdvBN).
+    """
+    dims = _reduce_dims(f, per_instance)
     f32 = f.float()
-    count = f32.numel() // max(1, f32.shape[1 if len(dims) == 3 else 2])
+    count = 1
+    for d in dims:
+        count *= f32.shape[d]
     var, mean = torch.var_mean(f32, dim=dims, keepdim=True, correction=1 if count > 1 else 0)
     return FeatureStats(mean=mean, std=(var + STD_EPS).sqrt())
 

@@ -155,3 +155,54 @@ def test_adv_fraction_attacks_the_first_part_of_the_batch_only():
 def test_adv_fraction_must_be_a_share_of_the_batch(bad):
     with pytest.raises(ValueError, match=r"adv_fraction must be in \(0, 1\]"):
         AdvBN("layer1", adv_fraction=bad)
+
+
+# ---------------------------------------------------------------------------------------------- instance-level
+def _instance_reference(g2, f, y, eps=1.1, alpha=0.2, steps=6):
+    """ALGORITHM.md's attack with per-sample statistics over (H, W) and per-sample multipliers, written out."""
+    mu = f.mean(dim=(2, 3), keepdim=True)
+    m, s = torch.ones_like(mu), torch.ones_like(mu)
+    for _ in range(steps):
+        m.requires_grad_(True)
+        s.requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(g2(((f - mu) * s + mu * m).clamp(min=0)), y)
+        gm, gs = torch.autograd.grad(loss, (m, s))
+        with torch.no_grad():
+            m = (m + alpha * gm.sign()).clamp(1 - eps, 1 + eps)
+            s = (s + alpha * gs.sign()).clamp(1 - eps, 1 + eps)
+    return m.detach(), s.detach()
+
+
+def test_instance_stats_match_the_written_out_attack():
+    import copy
+
+    from advbn_aug import attack_stats
+
+    model, adv = _setup(stats="instance")
+    ref_model = copy.deepcopy(model)
+    x, y = _batch(0)
+    model(x)
+    f = adv._feature.clone()
+    adv.adversarial_loss(y)
+    m, s = adv.last_multipliers
+    assert m.shape == (8, 16, 1, 1) and s.shape == (8, 16, 1, 1)
+
+    def g2(net, z):
+        return net.linear(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(net.layer3(net.layer2(z)), 1), 1))
+
+    ref_model.eval()  # the attack runs the suffix in eval mode; the aux BNs start as copies of the clean ones
+    ref_m, ref_s = _instance_reference(lambda z: g2(ref_model, z), f, y)
+    torch.testing.assert_close(m, ref_m)
+    torch.testing.assert_close(s, ref_s)
+    fm, fs = attack_stats(lambda z: g2(ref_model, z), f, y, per_instance=True)
+    torch.testing.assert_close(fm, ref_m)
+    # the perturbed feature's per-sample channel means are m_i * mu_i before the clamp
+    out = adv.perturb(f, m, s)
+    assert out.shape == f.shape
+
+
+def test_instance_stats_refuse_carrying_multipliers_over():
+    with pytest.raises(ValueError, match="stats='instance' .* cannot carry over"):
+        AdvBN("layer1", stats="instance", warm_start=True)
+    with pytest.raises(ValueError, match="stats must be 'batch' or 'instance'"):
+        AdvBN("layer1", stats="channel")
