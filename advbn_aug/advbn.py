@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import fields
 from typing import Any, Literal, NamedTuple, overload
 
@@ -32,8 +32,9 @@ from .attack import Criterion, run_attack
 from .bn_fold import fold_conv_bn
 from .dual_norm import Route, convert_dual_norm, fold_dual_norm, routed
 from .feature_checks import check_finite, check_layout, check_targets
+from .inner_layers import InnerHook, InnerLayers
 from .losses import prediction_kl
-from .split import FxSplit, ModelSplit, split_model
+from .split import FxSplit, ModelSplit, resolve_layer, split_model
 from .stats import feature_layout, feature_stats, perturb_stats
 
 __all__ = ["AdvBN", "AdvBNConfig", "attach"]
@@ -76,7 +77,7 @@ class _FrozenPrefixHook:
             module.training = False
 
 
-_HOOK_TYPES = (_CaptureHook, _RootPreHook, _FrozenPrefixHook)
+_HOOK_TYPES = (_CaptureHook, _RootPreHook, _FrozenPrefixHook, InnerHook)
 
 
 class _AttackOut(NamedTuple):
@@ -114,6 +115,8 @@ class AdvBN:
         self._inputs: tuple[tuple, dict] | None = None
         self._busy = False
         self._multipliers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._inner: InnerLayers | None = None
+        self._extra_multipliers: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
         self._steps_seen = 0  # adversarial_loss calls since attach (the attack_every schedule)
         self._attack_fn: Any = None
         self._auto_clamp: dict[int, float | None] = {}
@@ -156,8 +159,15 @@ class AdvBN:
                                        f"{hook.owner.config.layer!r}; detach it first (adv.detach())")
         if isinstance(example_inputs, torch.Tensor):
             example_inputs = (example_inputs,)
+        extras = [resolve_layer(model, x) for x in self.config.extra_layers]
         split = split_model(model, self.config.layer, self.config.split, example_inputs=example_inputs,
-                            example_kwargs=example_kwargs)
+                            example_kwargs=example_kwargs, leaves=extras)
+        after = {id(m) for m in split.suffix_modules}
+        before = [x for x in extras if id(model.get_submodule(x)) not in after]
+        if before:
+            split.close()
+            raise ValueError(f"extra layer(s) {before} do not run after layer {split.layer!r}: extra_layers must come "
+                             "later in the model than the attacked layer")
         wants_graph = [k for k in ("compile_attack", "fold_bn") if getattr(self.config, k)]
         wants_graph += ["adv_fraction"] if self.config.adv_fraction < 1 else []
         if wants_graph and split.mode != "fx":
@@ -176,6 +186,8 @@ class AdvBN:
                                             layer_norm=self.config.dual_ln)
             split.refresh()  # the in-place class swap is ours, not a change of the model
         self._handles.append(split.layer_module.register_forward_hook(_CaptureHook(self)))
+        self._inner = InnerLayers(self, extras, [model.get_submodule(x) for x in extras], self.config.clamp_min,
+                                  self.config.layout == "nhwc") if extras else None
         self._handles.append(model.register_forward_pre_hook(_RootPreHook(self), with_kwargs=True))
         self._auto_clamp, self._layout_checked = {}, False
         self._multipliers, self._steps_seen, self._attack_fn = None, 0, None
@@ -199,6 +211,9 @@ class AdvBN:
                     del hooks[key]
                     m._forward_pre_hooks_with_kwargs.pop(key, None)
         self._handles = []
+        if self._inner is not None:
+            self._inner.remove()
+            self._inner = None
         self.split.close()
         fold_dual_norm(self._duals, keep=keep)
         for p, flag in self._requires_grad.items():
@@ -321,6 +336,22 @@ class AdvBN:
             self._attack_fn = torch.compile(fn) if cfg.compile_attack else fn
         return self._attack_fn
 
+    def _inner_pass(self) -> AbstractContextManager[None]:
+        """The further layers' last multipliers applied (multi-layer AdvBN), or nothing."""
+        if self._inner is None:
+            return nullcontext()
+        return self._inner.active(self._extra_multipliers)
+
+    @property
+    def multipliers_by_layer(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The last attack's ``(m, s)`` per layer: ``layer`` first, then each of ``extra_layers``; empty before."""
+        if self._multipliers is None or self.split is None:
+            return {}
+        out = {self.split.layer: self._multipliers}
+        if self._inner is not None:
+            out.update(zip(self._inner.names, self._extra_multipliers))
+        return out
+
     def _previous(self, mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The last multipliers in ``mean``'s shape, or ``None`` if there are none for this channel count."""
         last = self._multipliers
@@ -350,10 +381,26 @@ class AdvBN:
                 previous = self._previous(mean)
                 if reuse and previous is not None:
                     return _AttackOut(*previous, torch.zeros((), dtype=torch.int64, device=f.device), mean, reference)
-                m, s, nonfinite = run_attack(lambda x: suffix(x.reshape(shape)), view, targets, eps=cfg.eps,
-                                             step_size=cfg.step_size, steps=cfg.steps, clamp=clamp,
-                                             criterion=criterion, init=previous if cfg.warm_start else None,
-                                             random_start=cfg.random_start or cfg.attack_loss == "kl", mean=mean)
+                inner, extra_starts = self._inner, []
+                if inner is not None:
+                    if inner.shapes is None:  # first attack: one unperturbed pass finds the layers' channels
+                        ones = torch.ones_like(mean)
+                        with torch.no_grad(), inner.recording():
+                            suffix(perturb_stats(view, mean, ones, ones, clamp).to(f.dtype).reshape(shape))
+                    extra_starts = inner.starts(f.device)
+
+                    def attacked(x: torch.Tensor, pairs: list) -> torch.Tensor:
+                        with inner.active(pairs):
+                            return suffix(x.reshape(shape))
+                else:
+                    def attacked(x: torch.Tensor) -> torch.Tensor:
+                        return suffix(x.reshape(shape))
+                m, s, nonfinite, extra = run_attack(attacked, view, targets, eps=cfg.eps, step_size=cfg.step_size,
+                                                    steps=cfg.steps, clamp=clamp, criterion=criterion,
+                                                    init=previous if cfg.warm_start else None,
+                                                    random_start=cfg.random_start or cfg.attack_loss == "kl",
+                                                    mean=mean, extra_starts=extra_starts)
+                self._extra_multipliers = extra
         finally:
             self._busy = False
         n = m.shape[0]  # 1 for batch statistics, N per instance
@@ -423,7 +470,7 @@ class AdvBN:
             x = self.perturb(f, out.m, out.s, mean=out.mean)
             self._check_finite(f, x, out.nonfinite)
             self._busy = True
-            with routed(self._duals, "adv"):
+            with routed(self._duals, "adv"), self._inner_pass():
                 logits = self._suffix(x, train=True)
             if targets is None:  # label-free: consistency with the prediction on the unperturbed feature
                 assert out.reference is not None

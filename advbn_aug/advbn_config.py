@@ -45,6 +45,8 @@ class AdvBNConfig(DictConfig):
                                          "paper); 'kl', KL(prediction on the unperturbed feature || prediction on "
                                          "the perturbed one), label-free (segmentation, detection, self-supervised; "
                                          "starts from a random point, where the KL has a gradient)")
+    extra_layers: tuple[str, ...] = _opt((), "further layers after `layer` whose output statistics the same attack "
+                                             "perturbs, each with its own (m, s) (multi-layer AdvBN)", metavar="NAME")
     stats: StatsLevel = _opt("batch", "'batch': one (m, s) per channel shared by the batch, statistics over (N, H, W) "
                                       "(the paper); 'instance': one (m, s) per sample and channel, statistics of each "
                                       "sample over (H, W)")
@@ -101,6 +103,13 @@ class AdvBNConfig(DictConfig):
                 raise ValueError(f"{name} must be 'auto', a number or None, got {v!r}")
         if self.split not in ("auto", "fx", "hook"):
             raise ValueError(f"split must be 'auto', 'fx' or 'hook', got {self.split!r}")
+        self.extra_layers = tuple(self.extra_layers)
+        if any(not isinstance(x, str) or not x for x in self.extra_layers) or self.layer in self.extra_layers:
+            raise ValueError(f"extra_layers must be module names other than layer {self.layer!r}, got "
+                             f"{list(self.extra_layers)}")
+        if self.extra_layers and (self.stats == "instance" or self.warm_start or self.attack_every > 1):
+            raise ValueError("extra_layers (multi-layer AdvBN) works with stats='batch' and a fresh attack every step: "
+                             "drop stats='instance' / warm_start / attack_every")
         if self.stats not in ("batch", "instance"):
             raise ValueError(f"stats must be 'batch' or 'instance', got {self.stats!r}")
         if self.stats == "instance" and (self.warm_start or self.attack_every > 1):

@@ -11,7 +11,7 @@ worst-case multipliers back. :class:`~advbn_aug.AdvBN` uses exactly this functio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -34,11 +34,13 @@ def _autocast_loss_scale(f: torch.Tensor) -> float:
 
 class AttackResult(NamedTuple):
     """The multipliers ``m, s`` and ``nonfinite``, the count of non-finite gradient entries met (a 0-d tensor:
-    reading it synchronises with the device, so read it only when needed)."""
+    reading it synchronises with the device, so read it only when needed); ``extra``: the multipliers of the further
+    layers (multi-layer attack), in the order given."""
 
     m: torch.Tensor
     s: torch.Tensor
     nonfinite: torch.Tensor
+    extra: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
 
 
 def _start(mean: torch.Tensor, lo: float, hi: float, init: tuple[torch.Tensor, torch.Tensor] | None,
@@ -61,10 +63,14 @@ def _start(mean: torch.Tensor, lo: float, hi: float, init: tuple[torch.Tensor, t
 def run_attack(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor, *, eps: float, step_size: float,
                steps: int, clamp: float | None, criterion: Criterion | None = None,
                init: tuple[torch.Tensor, torch.Tensor] | None = None, random_start: bool = False,
-               generator: torch.Generator | None = None, mean: torch.Tensor | None = None) -> AttackResult:
+               generator: torch.Generator | None = None, mean: torch.Tensor | None = None,
+               extra_starts: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> AttackResult:
     """:func:`attack_stats` that also reports non-finite gradients (what :class:`~advbn_aug.AdvBN` checks).
 
     ``mean`` is the feature's per-channel mean (multiplier shape) when the caller already has it.
+    ``extra_starts``: starting multipliers of further layers perturbed by the same attack (multi-layer AdvBN); the
+    suffix is then called as ``suffix_fn(x, extra)`` with ``extra`` the current ``[(m_k, s_k), ...]`` (it applies
+    them at those layers), and every pair takes the same sign steps in the same box.
     """
     feature_layout(feature)
     if not eps >= 0:
@@ -77,26 +83,34 @@ def run_attack(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor
     f = feature.detach()
     mean = feature_stats(f).mean if mean is None else mean
     lo, hi = 1.0 - eps, 1.0 + eps
-    m, s = _start(mean, lo, hi, init, random_start, generator)
+    params = [*_start(mean, lo, hi, init, random_start, generator)]
+    for em, es in extra_starts:
+        params += [em.detach().clone(), es.detach().clone()]
     nonfinite = torch.zeros((), dtype=torch.int64, device=f.device)
     scale = _autocast_loss_scale(f)
     with torch.enable_grad():
         for _ in range(steps):
-            m.requires_grad_(True)
-            s.requires_grad_(True)
-            x = perturb_stats(f, mean, m, s, clamp).to(f.dtype)
-            out = suffix_fn(x)
+            for p in params:
+                p.requires_grad_(True)
+            x = perturb_stats(f, mean, params[0], params[1], clamp).to(f.dtype)
+            pairs = [(params[i], params[i + 1]) for i in range(2, len(params), 2)]
+            out = suffix_fn(x, pairs) if extra_starts else suffix_fn(x)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"the suffix returned {type(out).__name__}; the attack needs a logits tensor")
             loss = criterion(out.float(), targets)
-            gm, gs = torch.autograd.grad(loss * scale, (m, s))
+            grads = torch.autograd.grad(loss * scale, params, allow_unused=bool(extra_starts))
             with torch.no_grad():
                 # only finite gradient entries take a step: an fp16 overflow never turns a multiplier into NaN
-                ok_m, ok_s = torch.isfinite(gm), torch.isfinite(gs)
-                nonfinite += (~ok_m).sum() + (~ok_s).sum()
-                m = (m + step_size * torch.where(ok_m, gm.sign(), 0.0)).clamp_(lo, hi)
-                s = (s + step_size * torch.where(ok_s, gs.sign(), 0.0)).clamp_(lo, hi)
-    return AttackResult(m.detach(), s.detach(), nonfinite)
+                stepped = []
+                for p, g in zip(params, grads):
+                    g = torch.zeros_like(p) if g is None else g
+                    ok = torch.isfinite(g)
+                    nonfinite += (~ok).sum()
+                    stepped.append((p + step_size * torch.where(ok, g.sign(), 0.0)).clamp_(lo, hi))
+                params = stepped
+    params = [p.detach() for p in params]
+    extra = tuple((params[i], params[i + 1]) for i in range(2, len(params), 2))
+    return AttackResult(params[0], params[1], nonfinite, extra)
 
 
 def attack_stats(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tensor, *, eps: float = 1.1,

@@ -94,7 +94,7 @@ _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 class _SplitTracer(torch.fx.Tracer):
     """fx tracer that keeps ``layer``, norm layers and timm's no-trace modules as leaves."""
 
-    def __init__(self, layer: str):
+    def __init__(self, layer: str, leaves: Sequence[str] = ()):
         leaf_types: tuple[type, ...] = ()
         autowrap: tuple = ()
         try:
@@ -106,10 +106,11 @@ class _SplitTracer(torch.fx.Tracer):
             pass
         super().__init__(autowrap_functions=autowrap)
         self.layer = layer
+        self.leaves = frozenset(leaves)
         self.leaf_types = leaf_types
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if qualname == self.layer or isinstance(m, _NORM_TYPES):  # norms stay swappable modules
+        if qualname == self.layer or qualname in self.leaves or isinstance(m, _NORM_TYPES):  # norms stay swappable
             return True
         if self.leaf_types and isinstance(m, self.leaf_types):
             return True
@@ -145,13 +146,14 @@ def _with_descendants(mods: list[nn.Module]) -> list[nn.Module]:
     return list(out.values())
 
 
-def _trace_suffix(model: nn.Module, layer: str, train: bool) -> tuple[torch.fx.GraphModule, list[str], list[str]]:
+def _trace_suffix(model: nn.Module, layer: str, train: bool, leaves: Sequence[str] = ()
+                  ) -> tuple[torch.fx.GraphModule, list[str], list[str]]:
     """Trace ``model`` in train or eval mode; return the suffix GraphModule and the module names / attribute targets
     that the prefix uses."""
     all_modules = list(model.modules())
     with _modes({m: train for m in all_modules}):
         try:
-            graph = _SplitTracer(layer).trace(model)
+            graph = _SplitTracer(layer, leaves).trace(model)
         except Exception as err:  # untraceable python control flow, unsupported ops, ...
             raise _NotSplittable(layer, f"torch.fx could not trace the model: {type(err).__name__}: {err}") from err
     layer_nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
@@ -283,11 +285,11 @@ class FxSplit(ModelSplit):
 
     mode = "fx"
 
-    def __init__(self, model: nn.Module, layer: str | int):
+    def __init__(self, model: nn.Module, layer: str | int, leaves: Sequence[str] = ()):
         name = resolve_layer(model, layer)
         graphs = {}
         for train in (True, False):
-            graphs[train], prefix_t, suffix_t = _trace_suffix(model, name, train)
+            graphs[train], prefix_t, suffix_t = _trace_suffix(model, name, train, leaves)
             if train:
                 prefix_targets, suffix_targets = prefix_t, suffix_t
         prefix_objs = [_get(model, t) for t in prefix_targets] + [model.get_submodule(name)]
@@ -525,13 +527,15 @@ def _caller_stacklevel() -> int:
 
 
 def split_model(model: nn.Module, layer: str | int, mode: SplitMode = "auto", *,
-                example_inputs: tuple | torch.Tensor | None = None, example_kwargs: dict | None = None) -> ModelSplit:
+                example_inputs: tuple | torch.Tensor | None = None, example_kwargs: dict | None = None,
+                leaves: Sequence[str] = ()) -> ModelSplit:
     """Split ``model`` at ``layer`` (see :func:`resolve_layer`).
 
     ``mode="auto"`` tries :class:`FxSplit` and falls back to :class:`HookSplit` with a
     :class:`SplitFallbackWarning` (``reason`` says why); ``"fx"`` raises ``ValueError`` if the model does not trace;
     ``"hook"`` never traces. ``example_inputs`` / ``example_kwargs`` (forward arguments) let the hook split record the
-    order in which modules run with one no-grad eval forward; the fx split does not need them.
+    order in which modules run with one no-grad eval forward; the fx split does not need them. ``leaves``: module
+    names the fx suffix graph calls whole (not traced into), so forward hooks on them fire in suffix passes.
     """
     if mode not in ("auto", "fx", "hook"):
         raise ValueError(f"split mode must be 'auto', 'fx' or 'hook', got {mode!r}")
@@ -540,7 +544,7 @@ def split_model(model: nn.Module, layer: str | int, mode: SplitMode = "auto", *,
     if mode == "hook":
         return HookSplit(model, name, **examples)
     try:
-        return FxSplit(model, name)
+        return FxSplit(model, name, leaves)
     except _NotSplittable as err:
         if mode == "fx":
             raise
