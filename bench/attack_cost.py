@@ -45,8 +45,9 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "AdvBN 6 steps every 4th step": {"attack_every": 4},
     "AdvBN 6 steps on 1/4 of the batch": {"adv_fraction": 0.25},
     "AdvBN 1 warm step on 1/4 of the batch": {"steps": 1, "warm_start": True, "adv_fraction": 0.25},
-    "AdvBN 1 warm step on 1/4 of the batch, fold_bn": {"steps": 1, "warm_start": True, "adv_fraction": 0.25,
-                                                        "fold_bn": True},
+    "AdvBN FGSM-RS on 1/4 of the batch": {"steps": 1, "random_start": True, "step_size": 1.375, "adv_fraction": 0.25},
+    "AdvBN FGSM-RS on 1/4 of the batch, fold_bn": {"steps": 1, "random_start": True, "step_size": 1.375,
+                                                    "adv_fraction": 0.25, "fold_bn": True},
 }
 
 _LAYERS = {"resnet": "layer1", "convnext": "stages.0"}

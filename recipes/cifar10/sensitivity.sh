@@ -18,5 +18,5 @@ variant steps300  --arms standard advbn --steps 300 --seeds 0 1 2
 # cheaper attack schedules (issue 12), at lr 0.001 where the paper-default AdvBN arm gained over its control;
 # arms from configs/schedules/ (each sets advbn_options over the shared AdvBN settings)
 variant schedules --arms standard advbn advbn_rs2 advbn_fgsm_rs advbn_warm1 advbn_every4 advbn_quarter \
-    advbn_warm1_quarter --lr 0.001 \
+    advbn_warm1_quarter advbn_fgsm_rs_quarter --lr 0.001 \
     --seeds 0 1 2 --arms-dir $R/configs/schedules
