@@ -12,6 +12,8 @@ from advbn_aug.cli import main
 from advbn_aug.eval.checkpoint import read_state_dict
 from advbn_aug.eval.evaluate import load_model
 
+from ._cifar10c import write_cifar10c
+
 
 def _trained(steps=2):
     """A CIFAR ResNet-20 after a few AdvBN steps: the aux BatchNorms' statistics differ from the clean ones."""
@@ -126,10 +128,7 @@ def test_cli_eval_both_routes(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, 4)
-    root = tmp_path / "c10c"
-    root.mkdir()
-    np.save(root / "fog.npy", np.concatenate([x] * 5))
-    np.save(root / "labels.npy", np.tile(y, 5))
+    root = write_cifar10c(tmp_path / "c10c", x, y)
     out = tmp_path / "out"
     args = ["eval", "--model", "resnet20", "--checkpoint", str(ckpt), "--source", "cifar10-c", "--data-dir",
             str(root), "--corruptions", "fog", "--severities", "1", "--num-images", "4", "--device", "cpu",

@@ -12,6 +12,8 @@ from torch import nn
 from advbn_aug.cli import main
 from advbn_aug.eval import EvalConfig, EvalResult, evaluate_corruptions, load_model
 
+from ._cifar10c import write_cifar10c
+
 CORR = ("contrast", "gaussian_noise")
 
 
@@ -119,10 +121,7 @@ def test_cli_eval_runs(tmp_path, capsys):
     ckpt = tmp_path / "r20.pt"
     torch.save(cifar_resnet(20).state_dict(), ckpt)
     x, y = _data(4, 8)
-    root = tmp_path / "c10c"
-    root.mkdir()
-    np.save(root / "fog.npy", np.concatenate([x] * 5))
-    np.save(root / "labels.npy", np.tile(y, 5))
+    root = write_cifar10c(tmp_path / "c10c", x, y)
     out = tmp_path / "cli"
     args = ["eval", "--model", "resnet20", "--checkpoint", str(ckpt), "--source", "cifar10-c", "--data-dir",
             str(root), "--corruptions", "fog", "--severities", "1,2", "--num-images", "4", "--batch-size", "2",
