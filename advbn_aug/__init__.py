@@ -8,6 +8,7 @@ Core: :class:`AdvBN` / :func:`attach` (feature-space; :func:`attack_stats` is it
 from .advbn import AdvBN, attach
 from .advbn_config import AdvBNConfig
 from .attack import AttackResult, attack_stats, run_attack
+from .bn_fold import fold_conv_bn
 from .cifar_resnet import CifarResNet, cifar_resnet, load_pretrained_cifar_resnet
 from .config import DictConfig
 from .data import load_cifar10, shared_data_dir
@@ -38,8 +39,10 @@ from .image import (
     KorniaStage,
     train_deepaugment_net,
 )
-from .losses import augmix_criterion, jsd_consistency
+from .losses import augmix_criterion, jsd_consistency, prediction_kl
+from .pacs import PACS_CLASSES, PACS_DOMAINS, PACSDomain, load_pacs, pacs_leave_one_out, pacs_single_source
 from .policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
+from .pretrained import load_efficientnet_lite
 from .split import ModelSplit, resolve_layer, split_model
 from .stats import FeatureStats, feature_stats, perturb_stats
 
@@ -56,7 +59,9 @@ __all__ = [
     "summarize", "write_report",
     "AlbumentationsStage", "AugMix", "AugMixBatch", "AugMixConfig", "AugMixViews", "DeepAugment", "KorniaStage",
     "train_deepaugment_net",
-    "augmix_criterion", "jsd_consistency",
+    "augmix_criterion", "jsd_consistency", "prediction_kl",
+    "PACS_CLASSES", "PACS_DOMAINS", "PACSDomain", "load_pacs", "pacs_leave_one_out", "pacs_single_source",
+    "load_efficientnet_lite", "fold_conv_bn",
     "FeatureAugmenter", "Policy", "PolicyConfig", "Schedule",
     "ModelSplit", "resolve_layer", "split_model",
     "FeatureStats", "feature_stats", "perturb_stats",
