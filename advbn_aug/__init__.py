@@ -39,6 +39,7 @@ from .image import (
     KorniaStage,
     train_deepaugment_net,
 )
+from .layer_survey import LayerCandidate, format_layer_table, suggest_layers
 from .losses import augmix_criterion, jsd_consistency, prediction_kl
 from .pacs import PACS_CLASSES, PACS_DOMAINS, PACSDomain, load_pacs, pacs_leave_one_out, pacs_single_source
 from .policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
@@ -62,6 +63,7 @@ __all__ = [
     "augmix_criterion", "jsd_consistency", "prediction_kl",
     "PACS_CLASSES", "PACS_DOMAINS", "PACSDomain", "load_pacs", "pacs_leave_one_out", "pacs_single_source",
     "load_efficientnet_lite", "fold_conv_bn",
+    "LayerCandidate", "format_layer_table", "suggest_layers",
     "FeatureAugmenter", "Policy", "PolicyConfig", "Schedule",
     "ModelSplit", "resolve_layer", "split_model",
     "FeatureStats", "feature_stats", "perturb_stats",
