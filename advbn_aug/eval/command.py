@@ -60,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the corrupted-set cache")
     parser.add_argument("--name", default=None, help="label of the model in reports (default: --model)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--tta", choices=("none", "full", "online", "all"), default="none",
+                        help="test-time BatchNorm adaptation per evaluated set: none (default), full (statistics "
+                             "re-estimated on the set), online (momentum updates batch by batch), or all three "
+                             "(reports in <output>/tta_<mode>)")
+    parser.add_argument("--tta-momentum", type=float, default=0.1, help="BatchNorm momentum of --tta online")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,11 +73,14 @@ def run(args: argparse.Namespace) -> int:
     from .report import format_markdown
 
     routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
-    for route in routes:
-        output = f"{args.output}/bn_{route}" if len(routes) > 1 else args.output
+    modes = ("none", "full", "online") if args.tta == "all" else (args.tta,)
+    for route, tta in ((r, t) for r in routes for t in modes):
+        output = args.output + (f"/bn_{route}" if len(routes) > 1 else "") + (f"/tta_{tta}" if len(modes) > 1 else "")
         name = args.name or args.model
         if args.bn != "clean":
             name = f"{name} [{route} BN]"
+        if tta != "none":
+            name = f"{name} [TTA {tta}]"
         try:
             model, mean, std = load_model(args.model, args.checkpoint, args.num_classes, bn=route)
             cfg = EvalConfig(
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir, split=args.split, num_images=args.num_images, batch_size=args.batch_size,
                 seed=args.seed, device=args.device, amp=not args.no_amp, workers=args.workers, mean=mean, std=std,
                 cache_dir=args.cache_dir, use_cache=not args.no_cache, baseline=args.baseline, output=output,
-                name=name, progress=not args.no_progress,
+                name=name, progress=not args.no_progress, tta=tta, tta_momentum=args.tta_momentum,
             )
             result = evaluate_corruptions(model, config=cfg)
         except (ValueError, FileNotFoundError, TypeError) as err:

@@ -26,12 +26,13 @@ from torch import nn
 
 from ..config import DictConfig
 from ..dual_norm import Route
+from .bn_adapt import TTA_MODES, adapted_predict
 from .checkpoint import read_state_dict
 from .corruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, check_dataset, check_severity, resolve_corruptions
 from .datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
 from .metrics import Baseline, accuracy, load_baseline, summarize
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate_corruptions", "load_model", "predict", "SOURCES"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate_corruptions", "load_model", "predict", "prepare_batch", "SOURCES"]
 
 SOURCES = ("generate", "cifar10-c", "imagenet-c")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -70,6 +71,8 @@ class EvalConfig(DictConfig):
     output: str | None = None
     name: str = "model"
     progress: bool = True
+    tta: str = "none"
+    tta_momentum: float = 0.1
 
     def __post_init__(self) -> None:
         self.corruptions = resolve_corruptions(self.corruptions)
@@ -83,6 +86,10 @@ class EvalConfig(DictConfig):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.num_images is not None and self.num_images < 1:
             raise ValueError(f"num_images must be >= 1 (or None for all), got {self.num_images}")
+        if self.tta not in TTA_MODES:
+            raise ValueError(f"unknown test-time adaptation {self.tta!r}: choose one of {TTA_MODES}")
+        if not 0 < self.tta_momentum <= 1:
+            raise ValueError(f"tta_momentum must be in (0, 1], got {self.tta_momentum}")
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
         self.mean, self.std = tuple(map(float, self.mean)), tuple(map(float, self.std))
@@ -176,6 +183,15 @@ def _batches(source: np.ndarray | torch.utils.data.DataLoader, batch_size: int) 
         yield from source
 
 
+def prepare_batch(xb: Any, device: torch.device, mean: Iterable[float], std: Iterable[float]) -> torch.Tensor:
+    """uint8 ``(N, H, W, 3)`` images -> normalised float ``(N, 3, H, W)`` on ``device``: [0, 1], then
+    ``(x - mean) / std``."""
+    m = torch.tensor(tuple(mean), device=device).view(1, 3, 1, 1)
+    s = torch.tensor(tuple(std), device=device).view(1, 3, 1, 1)
+    x = torch.as_tensor(np.asarray(xb)).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    return (x - m) / s
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: np.ndarray | torch.utils.data.DataLoader, *, batch_size: int = 256,
             device: str | torch.device | None = None, mean: Iterable[float] = _IMAGENET_MEAN,
@@ -185,12 +201,9 @@ def predict(model: nn.Module, images: np.ndarray | torch.utils.data.DataLoader, 
     autocast on CUDA when ``amp``."""
     dev = device if isinstance(device, torch.device) else _resolve_device(device)
     model.eval().to(dev)
-    m = torch.tensor(tuple(mean), device=dev).view(1, 3, 1, 1)
-    s = torch.tensor(tuple(std), device=dev).view(1, 3, 1, 1)
     preds, labels = [], []
     for xb, yb in _batches(images, batch_size):
-        x = torch.as_tensor(np.asarray(xb)).to(dev, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
-        x = (x - m) / s
+        x = prepare_batch(xb, dev, mean, std)
         with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"):
             logits = model(x)
         preds.append(logits.argmax(1).cpu().numpy())
@@ -247,7 +260,13 @@ def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, lab
     notes = [note] if note else []
     if x_clean is not None and cfg.num_images is not None:
         x_clean, y_clean = x_clean[: cfg.num_images], y_clean[: cfg.num_images]
-    run = dict(model=model, batch_size=cfg.batch_size, device=device, mean=cfg.mean, std=cfg.std, amp=cfg.amp)
+    run = dict(batch_size=cfg.batch_size, device=device, mean=cfg.mean, std=cfg.std, amp=cfg.amp)
+
+    def predict_set(images: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """``predict`` under the configured test-time adaptation (each set adapts from the model's own state)."""
+        model.to(device)
+        return adapted_predict(predict, lambda xb: prepare_batch(xb, device, cfg.mean, cfg.std), model, images,
+                               lambda imgs: _batches(imgs, cfg.batch_size), cfg.tta, cfg.tta_momentum, **run)
 
     from tqdm.auto import tqdm
 
@@ -256,7 +275,7 @@ def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, lab
     clean_acc = None
     if x_clean is not None:
         bar.set_postfix_str("clean")
-        clean_acc = accuracy(predict(images=x_clean, **run)[0], y_clean)
+        clean_acc = accuracy(predict_set(x_clean)[0], y_clean)
         bar.update()
     fingerprint = images_fingerprint(x_clean) if cfg.source == "generate" else None
     table: dict[str, dict[int, float]] = {}
@@ -267,15 +286,15 @@ def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, lab
             xs, hit = corrupted_set(x_clean, c, s, seed=cfg.seed, dataset=cfg.dataset, cache_dir=cfg.cache_dir,
                                     use_cache=cfg.use_cache, fingerprint=fingerprint)
             hits += hit
-            preds, ys = predict(images=xs, **run)[0], y_clean
+            preds, ys = predict_set(xs)[0], y_clean
         elif cfg.source == "cifar10-c":
             xs, ys = load_cifar10c(cfg.data_dir, c, s, cfg.num_images)
-            preds = predict(images=xs, **run)[0]
+            preds = predict_set(xs)[0]
         else:
             folder = ImageNetCFolder(cfg.data_dir, c, s, num_images=cfg.num_images)
             loader = torch.utils.data.DataLoader(folder, batch_size=cfg.batch_size, num_workers=cfg.workers,
                                                  pin_memory=device.type == "cuda")
-            preds, ys = predict(images=loader, **run)
+            preds, ys = predict_set(loader)
         table.setdefault(c, {})[s] = accuracy(preds, ys)
         n_images = max(n_images, len(preds))
         bar.update()
