@@ -12,6 +12,7 @@ from .bn_fold import fold_conv_bn
 from .cifar_resnet import CifarResNet, cifar_resnet, load_pretrained_cifar_resnet
 from .config import DictConfig
 from .data import load_cifar10, shared_data_dir
+from .dsu import DSU, DSUConfig
 from .dual_norm import DualNorm, convert_dual_norm, fold_dual_norm, routed, select_bn_state
 from .eval import (
     ALEXNET_ERRORS,
@@ -29,6 +30,7 @@ from .eval import (
     summarize,
     write_report,
 )
+from .feature_hook import StatsAugmenter
 from .image import (
     AlbumentationsStage,
     AugMix,
@@ -41,6 +43,7 @@ from .image import (
 )
 from .layer_survey import LayerCandidate, format_layer_table, suggest_layers
 from .losses import augmix_criterion, jsd_consistency, prediction_kl
+from .mixstyle import MixStyle, MixStyleConfig
 from .pacs import PACS_CLASSES, PACS_DOMAINS, PACSDomain, load_pacs, pacs_leave_one_out, pacs_single_source
 from .policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
 from .pretrained import load_efficientnet_lite
@@ -64,6 +67,7 @@ __all__ = [
     "PACS_CLASSES", "PACS_DOMAINS", "PACSDomain", "load_pacs", "pacs_leave_one_out", "pacs_single_source",
     "load_efficientnet_lite", "fold_conv_bn",
     "LayerCandidate", "format_layer_table", "suggest_layers",
+    "StatsAugmenter", "MixStyle", "MixStyleConfig", "DSU", "DSUConfig",
     "FeatureAugmenter", "Policy", "PolicyConfig", "Schedule",
     "ModelSplit", "resolve_layer", "split_model",
     "FeatureStats", "feature_stats", "perturb_stats",

@@ -45,10 +45,12 @@ from torch import nn
 
 from .advbn import AdvBN
 from .config import DictConfig
+from .dsu import DSU
 from .dual_norm import Route, routed
 from .image.augmix import AugMixBatch, AugMixConfig
 from .image.stages import as_stage, build_stage
 from .losses import AUGMIX_JSD_WEIGHT, jsd_consistency
+from .mixstyle import MixStyle
 
 __all__ = ["Policy", "PolicyConfig", "Schedule", "FeatureAugmenter", "AdvBNFeature", "register_feature",
            "FEATURE_TYPES"]
@@ -127,7 +129,8 @@ def _build_advbn(spec: dict[str, Any]) -> AdvBNFeature:
     return AdvBNFeature(AdvBN.from_config(spec))
 
 
-FEATURE_TYPES: dict[str, Callable[[dict[str, Any]], FeatureAugmenter]] = {"advbn": _build_advbn}
+FEATURE_TYPES: dict[str, Callable[[dict[str, Any]], FeatureAugmenter]] = {
+    "advbn": _build_advbn, "mixstyle": MixStyle.from_config, "dsu": DSU.from_config}
 
 
 def register_feature(type_name: str, builder: Callable[[dict[str, Any]], FeatureAugmenter]) -> None:
@@ -163,7 +166,8 @@ class PolicyConfig(DictConfig):
         augmix: :class:`~advbn_aug.image.AugMixConfig` settings for the JSD views; ``None``: no views, no JSD.
         num_views: augmented views per image (the paper: 2).
         features: feature-augmenter specs, e.g. ``{"type": "advbn", "layer": "layer1", "start_epoch": 2}``
-            (AdvBN keys as in ``AdvBNConfig``, plus the schedule keys).
+            (AdvBN keys as in ``AdvBNConfig``, plus the schedule keys); also ``{"type": "mixstyle", ...}``
+            (``MixStyleConfig`` keys) and ``{"type": "dsu", ...}`` (``DSUConfig`` keys), which add no loss term.
         clean_weight, jsd_weight, adv_weight: loss weights (the paper's JSD weight is 12).
         mean, std: normalisation applied to the augmented batch right before the model; ``None``: none.
     """
@@ -329,6 +333,9 @@ class Policy:
         if not isinstance(targets, torch.Tensor) or targets.shape[0] != n:
             raise ValueError(f"targets must be a tensor with one row per image ({n}), got "
                              f"{getattr(targets, 'shape', type(targets).__name__)}")
+        flags = [sched.active(epoch, step) for _, sched in self.features]
+        for (feat, _), on in zip(self.features, flags):
+            feat.set_active(on)  # before the forward: in-forward augmenters (MixStyle, DSU) follow their schedule
         batch = self.augment(images, epoch=epoch, step=step)
         splits = batch.shape[0] // n
         logits = model(batch)
@@ -340,12 +347,8 @@ class Policy:
             loss = loss + c.jsd_weight * jsd
             info["loss_jsd"] = jsd.detach()
         all_targets = targets.repeat(splits, *([1] * (targets.dim() - 1)))
-        flags = []
         adv_terms = []
-        for feat, sched in self.features:
-            on = sched.active(epoch, step)
-            feat.set_active(on)
-            flags.append(on)
+        for (feat, _), on in zip(self.features, flags):
             term = feat.loss_term(all_targets, criterion) if on else None
             if term is not None:
                 adv_terms.append(term)

@@ -81,8 +81,8 @@ def test_config_errors(kwargs, match):
 def test_unknown_types():
     with pytest.raises(ValueError, match="unknown stage type 'blur'"):
         Policy({"stages": [{"type": "blur"}]})
-    with pytest.raises(ValueError, match="unknown feature augmenter type 'mixstyle'"):
-        Policy({"features": [{"type": "mixstyle"}]})
+    with pytest.raises(ValueError, match="unknown feature augmenter type 'stylize'"):
+        Policy({"features": [{"type": "stylize"}]})
     with pytest.raises(TypeError, match="unknown feature augmenter"):
         Policy(features=[object()])
 

@@ -1,0 +1,246 @@
+"""``StatsAugmenter``: stochastic feature-statistics augmenters (MixStyle, DSU) hooked onto any model by layer name.
+
+An augmenter attaches to one layer (a dotted module name or a timm ``feature_info`` index, resolved by
+:func:`~advbn_aug.split.resolve_layer`) through a forward hook that replaces the layer's ``(N, C, H, W)`` output with
+``augment(output)``. The model is not edited: :meth:`StatsAugmenter.detach` leaves its classes, ``state_dict`` keys
+and hooks as they were. The hook is inert (returns ``None``, so the output is bitwise untouched) when the layer is in
+eval mode, when the augmenter is disabled, and while ``torch.fx`` traces the model.
+
+Randomness is drawn apart from its application, kornia style: ``params = aug.generate_parameters(x.shape, x.device)``
+then ``aug.apply(x, params)``; ``augment(x)`` does both. Parameters come from the augmenter's optional
+``torch.Generator`` (reproducible) or the global RNG. Statistics are computed in float32; outputs keep the input's
+dtype and memory format. One instance serves one layer; attach several instances for several layers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+
+from .split import resolve_layer
+
+__all__ = ["StatsAugmenter", "attached_augmenters", "instance_stats", "sample_beta", "check_probability"]
+
+Params = dict[str, Any]
+
+
+def check_probability(p: float, name: str = "p") -> float:
+    """``p`` as a float in ``[0, 1]``; raises ``ValueError`` otherwise."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def instance_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-instance channel ``(mean, sqrt(var + eps))`` of ``x`` ``(N, C, H, W)`` over ``(H, W)``, float32,
+    shaped ``(N, C, 1, 1)``. Unbiased variance as in the reference code (biased for a 1x1 map)."""
+    f = x.float()
+    var, mean = torch.var_mean(f, dim=(2, 3), keepdim=True, correction=1 if x.shape[2] * x.shape[3] > 1 else 0)
+    return mean, (var + eps).sqrt()
+
+
+def _log_gamma(k: float, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``log`` of ``n`` Gamma(k, 1) samples, float64 (Marsaglia-Tsang; ``k < 1`` boosted to ``k + 1`` in log space)."""
+    a = k + 1.0 if k < 1.0 else k
+    d = a - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.empty(n, dtype=torch.float64, device=device)
+    todo = torch.arange(n, device=device)
+    while todo.numel():
+        z = torch.randn(todo.numel(), generator=generator, device=device, dtype=torch.float64)
+        u = torch.rand(todo.numel(), generator=generator, device=device, dtype=torch.float64)
+        v = (1.0 + c * z) ** 3
+        log_v = v.clamp_min(1e-300).log()
+        ok = (v > 0) & (u.log() < 0.5 * z * z + d - d * v + d * log_v)
+        out[todo[ok]] = math.log(d) + log_v[ok]
+        todo = todo[~ok]
+    if k < 1.0:
+        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        out = out + torch.log1p(-u) / k  # Gamma(k) = Gamma(k + 1) * U^(1/k), U in (0, 1]
+    return out
+
+
+def sample_beta(alpha: float, n: int, *, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n`` samples of Beta(alpha, alpha), ``(n,)`` in ``dtype``, drawn from ``generator`` (``torch.distributions``
+    takes none). Computed in float64 log space, so small ``alpha`` (MixStyle's 0.1) neither underflows nor gives
+    NaN (in float32 about 10% of Beta(0.1, 0.1) draws round to exactly 1.0)."""
+    if not alpha > 0:
+        raise ValueError(f"alpha must be > 0, got {alpha!r}")
+    device = torch.device(device)
+    g1, g2 = _log_gamma(alpha, n, generator, device), _log_gamma(alpha, n, generator, device)
+    return torch.sigmoid(g1 - g2).to(dtype)
+
+
+class _AugmentHook:
+    """Forward hook on the augmented layer; holds its owner so a deep copy of the model gets its own augmenter."""
+
+    def __init__(self, owner: StatsAugmenter):
+        self.owner = owner
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        return self.owner._on_output(module, output)
+
+
+def attached_augmenters(model: nn.Module) -> list[StatsAugmenter]:
+    """The :class:`StatsAugmenter` instances hooked into ``model`` (e.g. the copies living in a deep copy of it)."""
+    found: dict[int, StatsAugmenter] = {}
+    for m in model.modules():
+        for hook in m._forward_hooks.values():
+            if isinstance(hook, _AugmentHook):
+                found.setdefault(id(hook.owner), hook.owner)
+    return list(found.values())
+
+
+class StatsAugmenter:
+    """Base class: a stochastic ``(N, C, H, W) -> (N, C, H, W)`` feature augmenter applied at one layer.
+
+    Subclasses set ``config`` (with at least ``layer`` and ``p``) and implement :meth:`_generate` and
+    :meth:`_apply`. With probability ``p`` a training forward is augmented (the whole batch, as in the papers).
+    Satisfies :class:`~advbn_aug.policy.FeatureAugmenter`; :meth:`loss_term` is ``None`` (the clean forward
+    itself is augmented).
+    """
+
+    kind: ClassVar[str] = "augmenter"
+    config: Any
+
+    def __init__(self, generator: torch.Generator | None = None):
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        self.generator = generator
+        self.active = True
+        self.model: nn.Module | None = None
+        self.layer: str | None = None  # the resolved module name once attached
+        self.last_params: Params | None = None  # the parameters of the last augmented forward
+
+    # ---------------------------------------------------------------- description
+    def _describe(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        where = f"attached to {type(self.model).__name__}.{self.layer}" if self.model is not None else "detached"
+        extra = self._describe()
+        return (f"{type(self).__name__}(layer={self.config.layer!r}, p={self.config.p}{', ' + extra if extra else ''}, "
+                f"active={self.active}, {where})")
+
+    # ---------------------------------------------------------------- attach / detach
+    @property
+    def attached(self) -> bool:
+        return self.model is not None
+
+    def attach(self, model: nn.Module) -> StatsAugmenter:
+        """Hook into ``model``'s layer ``config.layer`` (in place); returns ``self``. Raises ``ValueError`` listing
+        candidate layers when the layer is unknown, ``RuntimeError`` when this instance is attached already."""
+        if self.model is not None:
+            raise RuntimeError(f"this {type(self).__name__} is already attached to {type(self.model).__name__}."
+                               f"{self.layer}; call detach() first, or create one instance per layer")
+        name = resolve_layer(model, self.config.layer)
+        model.get_submodule(name).register_forward_hook(_AugmentHook(self))
+        self.model, self.layer, self.last_params = model, name, None
+        return self
+
+    def detach(self, keep: str = "clean") -> nn.Module:
+        """Remove the hook; returns the model exactly as before :meth:`attach`. ``keep`` exists for the
+        :class:`~advbn_aug.policy.Policy` interface: only ``"clean"`` is valid (no adversarial norm copies here)."""
+        if keep != "clean":
+            raise ValueError(f"{type(self).__name__} keeps no adversarial BatchNorm copies (it adds no aux BNs), so "
+                             f"keep={keep!r} does not apply: detach with keep='clean' (the default)")
+        if self.model is None or self.layer is None:
+            raise RuntimeError(f"this {type(self).__name__} is not attached: call attach(model) first")
+        model = self.model
+        for m in model.modules():  # by owner, not by handle: a deep copy of the model holds copied hooks
+            for key in [k for k, h in m._forward_hooks.items() if isinstance(h, _AugmentHook) and h.owner is self]:
+                del m._forward_hooks[key]
+        self.model, self.layer = None, None
+        return model
+
+    # ---------------------------------------------------------------- switching
+    def set_active(self, active: bool) -> None:
+        """Enable or disable the augmentation (a disabled augmenter's hook is inert)."""
+        self.active = bool(active)
+
+    @contextmanager
+    def _switched(self, flag: bool) -> Iterator[StatsAugmenter]:
+        saved = self.active
+        self.active = flag
+        try:
+            yield self
+        finally:
+            self.active = saved
+
+    def enabled(self) -> AbstractContextManager[StatsAugmenter]:
+        """``with aug.enabled(): ...``: active inside the block, the previous state restored afterwards."""
+        return self._switched(True)
+
+    def disabled(self) -> AbstractContextManager[StatsAugmenter]:
+        """``with aug.disabled(): ...``: inert inside the block, the previous state restored afterwards."""
+        return self._switched(False)
+
+    def loss_term(self, targets: torch.Tensor, criterion: Any = None) -> torch.Tensor | None:
+        """No extra loss: the augmentation happens inside the clean forward."""
+        return None
+
+    # ---------------------------------------------------------------- randomness and application
+    def _draw_applied(self) -> bool:
+        """One Bernoulli(p) draw for the whole batch (on the generator's device; CPU for the global RNG)."""
+        device = self.generator.device if self.generator is not None else torch.device("cpu")
+        return bool(torch.rand((), generator=self.generator, device=device) < self.config.p)
+
+    def _param_device(self, device: torch.device) -> torch.device:
+        """Where random parameters are drawn: the generator's device, else ``device``."""
+        return self.generator.device if self.generator is not None else torch.device(device)
+
+    def generate_parameters(self, shape: Sequence[int], device: torch.device | str = "cpu") -> Params:
+        """Random parameters for a feature of ``shape`` ``(N, C, H, W)``, as tensors on ``device``.
+
+        Always holds ``"applied"`` (bool: whether this batch is augmented, probability ``p``); the rest only when
+        applied (see the subclass)."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != 4:
+            raise ValueError(f"{type(self).__name__} needs a (N, C, H, W) feature shape, got {shape}")
+        if not self._draw_applied():
+            return {"applied": False}
+        return {"applied": True, **self._generate(shape, torch.device(device))}
+
+    def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        """``x`` ``(N, C, H, W)`` augmented with ``params`` (from :meth:`generate_parameters`); ``x`` itself when
+        ``params["applied"]`` is false. Same shape, dtype and memory format as ``x``."""
+        self._check_feature(x)
+        if not params.get("applied", False):
+            return x
+        return self._apply(x, params)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """Draw parameters and apply them (what the hook does in a training forward); records ``last_params``."""
+        self._check_feature(x)
+        params = self.generate_parameters(x.shape, x.device)
+        self.last_params = params
+        return self.apply(x, params)
+
+    def _generate(self, shape: tuple[int, ...], device: torch.device) -> Params:
+        raise NotImplementedError
+
+    def _apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check_feature(self, x: Any) -> None:
+        where = f" at layer {self.layer!r}" if self.layer is not None else ""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}{where} got a {type(x).__name__}, not a tensor: attach it to a "
+                            "layer whose output is a single (N, C, H, W) tensor")
+        if x.dim() != 4 or not x.is_floating_point():
+            raise ValueError(f"{type(self).__name__}{where} needs a floating (N, C, H, W) feature map, got shape "
+                             f"{tuple(x.shape)} ({x.dtype}); token (N, T, C) and channels-last (N, H, W, C) outputs "
+                             "are not supported: pick a convolutional stage (e.g. 'layer1')")
+
+    # ---------------------------------------------------------------- the hook
+    def _on_output(self, module: nn.Module, output: Any) -> Any:
+        if not (module.training and self.active) or is_fx_symbolic_tracing():
+            return None
+        return self.augment(output)
