@@ -3,8 +3,9 @@
 An augmenter attaches to one layer (a dotted module name or a timm ``feature_info`` index, resolved by
 :func:`~advbn_aug.split.resolve_layer`) through a forward hook that replaces the layer's ``(N, C, H, W)`` output with
 ``augment(output)``. The model is not edited: :meth:`StatsAugmenter.detach` leaves its classes, ``state_dict`` keys
-and hooks as they were. The hook is inert (returns ``None``, so the output is bitwise untouched) when the layer is in
-eval mode, when the augmenter is disabled, and while ``torch.fx`` traces the model.
+and hooks as they were. The hook is inert (returns ``None``, so the output is bitwise untouched) when the model it is
+attached to is in eval mode, when the augmenter is disabled, and while ``torch.fx`` traces the model. It follows the
+model's ``training`` flag, not the layer's: a frozen layer kept in eval mode (a frozen prefix) is still augmented.
 
 Randomness is drawn apart from its application, kornia style: ``params = aug.generate_parameters(x.shape, x.device)``
 then ``aug.apply(x, params)``; ``augment(x)`` does both. Parameters come from the augmenter's optional
@@ -241,6 +242,9 @@ class StatsAugmenter:
 
     # ---------------------------------------------------------------- the hook
     def _on_output(self, module: nn.Module, output: Any) -> Any:
-        if not (module.training and self.active) or is_fx_symbolic_tracing():
+        # the model's flag, not the layer's: a frozen layer (BN statistics kept by eval mode, as AdvBN's prefix and
+        # the recipes do) still has its output re-styled while the model trains; a deep copy has its own owner
+        training = self.model.training if self.model is not None else module.training
+        if not (training and self.active) or is_fx_symbolic_tracing():
             return None
         return self.augment(output)

@@ -36,10 +36,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from .recipe_config import ARM_ORDER, DEFAULT_ARMS, FULL, TINY, ArmConfig, RecipeConfig, digest, load_arms, prefix_names
+from .recipe_config import (
+    ARM_ORDER,
+    DEFAULT_ARMS,
+    FULL,
+    PRESETS,
+    SHORT,
+    TINY,
+    ArmConfig,
+    RecipeConfig,
+    digest,
+    load_arms,
+    prefix_names,
+)
 
 __all__ = ["RecipeConfig", "ArmConfig", "DEFAULT_ARMS", "run_recipe", "run_arm", "aggregate", "export_state_dict",
-           "add_arguments", "run", "FULL", "TINY"]
+           "add_arguments", "run", "FULL", "SHORT", "TINY", "code_version"]
 
 log = logging.getLogger("advbn_aug.recipe")
 BENCHMARKS = ("cifar10",)
@@ -229,10 +241,39 @@ def _build_policy(cfg: RecipeConfig, arm: ArmConfig):
     features = []
     if arm.advbn:
         features.append({"type": "advbn", **cfg.advbn, **arm.advbn_options, "freeze_prefix": True})
+    features += [dict(spec) for spec in arm.features]
     pc = PolicyConfig(augmix=AugMixConfig.from_dict(dict(cfg.augmix)).to_dict() if arm.augmix else None,
                       features=features, jsd_weight=cfg.jsd_weight, mean=list(CIFAR_RESNET_MEAN),
                       std=list(CIFAR_RESNET_STD))
     return Policy(pc)
+
+
+_CODE_VERSION: dict[str, Any] | None = None
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the code this process imported, read once (at the first call, which ``run_recipe`` makes
+    before any work): ``{"commit": sha or None, "dirty": bool or None}``. ``dirty``: tracked files of the package
+    differed from the commit; ``None`` values outside a git checkout (an installed wheel: ``version`` then says
+    which)."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        import subprocess
+
+        from . import __version__
+
+        root = Path(__file__).resolve().parent
+        info: dict[str, Any] = {"commit": None, "dirty": None, "version": __version__}
+        try:
+            info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                            check=True, timeout=20).stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                                    cwd=root.parent, capture_output=True, text=True, check=True, timeout=20).stdout
+            info["dirty"] = any(line[3:].startswith(("advbn_aug/", "integrations/")) for line in status.splitlines())
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _CODE_VERSION = info
+    return dict(_CODE_VERSION)
 
 
 # ------------------------------------------------------------------------------------------------ one run
@@ -363,8 +404,9 @@ def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_d
 
 
 def fuse_for_eval(model: nn.Module) -> nn.Module:
-    """A copy of a CIFAR ResNet with every BatchNorm folded into its convolution (eval only; same function up to
-    float rounding, about 2x faster on CPU). Other models are returned unchanged."""
+    """A copy of a CIFAR ResNet with every BatchNorm folded into its convolution, in ``channels_last`` memory format
+    (eval only; the same function up to float rounding; ``bench/eval_speed.py`` measures the gain). Other models are
+    returned unchanged."""
     import copy
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -379,7 +421,9 @@ def fuse_for_eval(model: nn.Module) -> nn.Module:
         if isinstance(block, BasicBlock):
             block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
             block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
-    return fused
+    # the evaluation's batches are NHWC uint8 permuted to NCHW, i.e. channels_last already: matching the weights
+    # lets the convolutions skip two layout conversions per layer
+    return fused.to(memory_format=torch.channels_last)
 
 
 def _evaluate(model: nn.Module, cfg: RecipeConfig, data: RecipeData, device: torch.device, amp: bool, name: str,
@@ -418,18 +462,31 @@ def _evaluate(model: nn.Module, cfg: RecipeConfig, data: RecipeData, device: tor
     return out
 
 
+def _finished(path: Path, cfg: RecipeConfig, arm: ArmConfig) -> dict[str, Any] | None:
+    """The result stored at ``path`` if it is a finished run of ``arm`` with ``cfg``'s settings."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    same = (old.get("train_key") == digest(cfg.train_key()) and old.get("eval_key") == digest(cfg.eval_key())
+            and old.get("arm") == arm.to_dict())
+    return old if same else None
+
+
 def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs_dir: Path, *,
             device: torch.device, amp: bool = True, cache_dir: str | None = None, progress: bool = True,
-            force: bool = False, log_dir: Path | None = None) -> dict[str, Any] | None:
+            force: bool = False, log_dir: Path | None = None, archive_dir: Path | None = None
+            ) -> dict[str, Any] | None:
     """Train (resumably), export, evaluate one (arm, seed); returns its result dict, or ``None`` if another process
-    holds the run. A finished run with the same settings is read back instead of recomputed."""
+    holds the run. A finished run with the same settings (in ``runs_dir``, or its committed copy in ``archive_dir``)
+    is read back instead of recomputed; a new result is also copied to ``archive_dir/<arm>/seed<k>/result.json``."""
     run_dir = runs_dir / arm.name / f"seed{seed}"
     result_path = run_dir / "result.json"
     train_key, eval_key = digest(cfg.train_key()), digest(cfg.eval_key())
-    if result_path.is_file() and not force:
-        old = json.loads(result_path.read_text())
-        if old.get("train_key") == train_key and old.get("eval_key") == eval_key and old.get("arm") == arm.to_dict():
-            log.info("skip %s seed %d: finished (%s)", arm.name, seed, result_path)
+    archived = archive_dir / arm.name / f"seed{seed}" / "result.json" if archive_dir is not None else None
+    for path in (result_path, archived):
+        old = _finished(path, cfg, arm) if path is not None and not force else None
+        if old is not None:
+            log.info("skip %s seed %d: finished (%s)", arm.name, seed, path)
             return old
     with _run_lock(run_dir) as mine:
         if not mine:
@@ -437,8 +494,12 @@ def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs
             return None
         handler = _run_logger((log_dir or run_dir) / f"{arm.name}_seed{seed}.log")
         try:
-            return _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progress, runs_dir,
-                                   train_key, eval_key, force)
+            result = _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progress, runs_dir,
+                                     train_key, eval_key, force)
+            if archived is not None:
+                archived.parent.mkdir(parents=True, exist_ok=True)
+                archived.write_text(json.dumps(result, indent=1))
+            return result
         finally:
             log.removeHandler(handler)
             handler.close()
@@ -468,7 +529,7 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
         torch.save(state, tmp)
         tmp.replace(model_path)
         meta = {"arm": arm.to_dict(), "seed": seed, "train_key": train_key, "train": cfg.train_key(),
-                "sha256": sha256_file(model_path), **info}
+                "sha256": sha256_file(model_path), "code": code_version(), **info}
         meta_path.write_text(json.dumps(meta, indent=1))
         (run_dir / "ckpt.pt").unlink(missing_ok=True)
         log.info("exported %s (sha256 %s)", model_path, meta["sha256"])
@@ -480,6 +541,7 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
               "model_path": str(model_path), "sha256": meta["sha256"], "train_seconds": meta["train_seconds"],
               "trainable_parameters": meta["trainable_parameters"],
               "final_loss": meta["history"][-1] if meta["history"] else None, **ev,
+              "code": meta.get("code"), "eval_code": code_version(),
               "finished": _dt.datetime.now().isoformat(timespec="seconds")}
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     log.info("%s seed %d: clean(JPEG) %.2f%%  lossless %s  mCA %.2f%%  (train %.0fs, eval %.0fs)", arm.name, seed,
@@ -501,7 +563,7 @@ def _stat(values: list[float]) -> dict[str, float | int]:
 
 
 def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, arm_order: Sequence[str],
-              commands: Sequence[str] = ()) -> dict[str, Any]:
+              commands: Sequence[str] = (), jobs: Sequence[tuple[ArmConfig, int]] = ()) -> dict[str, Any]:
     """Write ``results.json``, ``results.md``, ``results.png`` (and ``sha256.txt``) in ``output`` from run results."""
     output.mkdir(parents=True, exist_ok=True)
     by_arm: dict[str, list[dict[str, Any]]] = {}
@@ -522,9 +584,12 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
         row["train_seconds"] = _stat([r["train_seconds"] for r in rs])
         row["eval_seconds"] = _stat([r["eval_seconds"] for r in rs])
         row["sha256"] = {f"seed{r['seed']}": r["sha256"] for r in rs}
+        row["code"] = sorted({_commit_label(r.get("code")) for r in rs})
         table[a] = row
     checks = _hypotheses(table, by_arm)
-    doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks,
+    done = {(r["arm"]["name"], r["seed"]) for r in results}
+    missing = [f"{a.name}/seed{s}" for a, s in jobs if (a.name, s) not in done]
+    doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks, "missing": missing,
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
     (output / "results.json").write_text(json.dumps(doc, indent=1))
@@ -536,6 +601,14 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
     except Exception as err:  # plotting is a convenience; the numbers are in the JSON
         log.warning("could not write results.png: %s", err)
     return doc
+
+
+def _commit_label(code: dict[str, Any] | None) -> str:
+    """``abc1234`` (``+dirty`` when the package differed from it), or ``unrecorded`` for runs from before commits
+    were recorded."""
+    if not code or not code.get("commit"):
+        return "unrecorded"
+    return code["commit"][:7] + ("+dirty" if code.get("dirty") else "")
 
 
 def _delta(table: dict[str, Any], a: str, b: str, key: str) -> float | None:
@@ -557,14 +630,22 @@ def _paired(by_arm: dict[str, list[dict[str, Any]]], a: str, b: str) -> dict[str
             "mca_up": sum(d > 0 for d in d_mca)}
 
 
-# hypothesis key -> (arm with AdvBN, its control); the first also bounds the clean cost (0.5 points)
-_HYPOTHESES = {"advbn_vs_standard": ("advbn", "standard"), "augmix_advbn_vs_augmix": ("augmix_advbn", "augmix"),
-               "deepaugment_augmix_advbn_vs_deepaugment_augmix": ("deepaugment_augmix_advbn", "deepaugment_augmix")}
+# hypothesis key -> (arm, its control, label); the first also bounds the clean cost (0.5 points)
+_HYPOTHESES = {
+    "advbn_vs_standard": ("advbn", "standard", "AdvBN vs standard"),
+    "augmix_advbn_vs_augmix": ("augmix_advbn", "augmix", "AugMix + AdvBN vs AugMix"),
+    "mixstyle_vs_standard": ("mixstyle", "standard", "MixStyle vs standard"),
+    "dsu_vs_standard": ("dsu", "standard", "DSU vs standard"),
+    "advbn_vs_mixstyle": ("advbn", "mixstyle", "AdvBN vs MixStyle"),
+    "advbn_vs_dsu": ("advbn", "dsu", "AdvBN vs DSU"),
+    "deepaugment_augmix_advbn_vs_deepaugment_augmix": ("deepaugment_augmix_advbn", "deepaugment_augmix",
+                                                       "DeepAugment + AugMix + AdvBN vs DeepAugment + AugMix"),
+}
 
 
 def _hypotheses(table: dict[str, Any], by_arm: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, (a, b) in _HYPOTHESES.items():
+    for key, (a, b, _) in _HYPOTHESES.items():
         d_mca, d_clean = _delta(table, a, b, "mca"), _delta(table, a, b, "clean_acc_jpeg")
         if d_mca is None:
             continue
@@ -578,21 +659,33 @@ def _hypotheses(table: dict[str, Any], by_arm: dict[str, list[dict[str, Any]]] |
     return out
 
 
+def confidence_interval(stat: dict[str, Any], level: float = 0.95) -> tuple[float, float] | None:
+    """Student-t interval for the mean of ``n`` paired differences (``_stat`` dict); ``None`` for ``n < 2``."""
+    from scipy import stats
+
+    n = int(stat["n"])
+    if n < 2:
+        return None
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * stat["std"] / n ** 0.5
+    return stat["mean"] - half, stat["mean"] + half
+
+
+def _interval_text(name: str, stat: dict[str, Any]) -> str:
+    ci = confidence_interval(stat)
+    if ci is None:
+        return f"{name} {100 * stat['mean']:+.2f} (one seed: no interval)"
+    lo, hi = 100 * ci[0], 100 * ci[1]
+    verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0"
+    return f"{name} {100 * stat['mean']:+.2f} [95% CI {lo:+.2f}, {hi:+.2f}; {verdict}]"
+
+
 def _paired_text(v: dict[str, Any]) -> str:
     p = v.get("paired")
     if not p:
         return ""
-    d, n = p["delta_mca"], len(p["seeds"])
-    text = (f" Paired by seed ({n} seed{'s' if n != 1 else ''}): Δ mCA {_fmt(d, signed=True)}, Δ clean "
-            f"{_fmt(p['delta_clean_jpeg'], signed=True)}; mCA higher in {p['mca_up']} of {n} seeds.")
-    if n > 1:
-        se = d["std"] / n ** 0.5
-        noise = abs(d["mean"]) < 2 * se
-        text += (f" The paired Δ mCA is {'within' if noise else 'outside'} two standard errors "
-                 f"(±{200 * se:.2f}): {'not distinguishable from' if noise else 'larger than'} seed noise.")
-    else:
-        text += " One seed: no estimate of the seed noise."
-    return text
+    n = len(p["seeds"])
+    return (f" Paired by seed ({n} seed{'s' if n != 1 else ''}): {_interval_text('Δ mCA', p['delta_mca'])}, "
+            f"{_interval_text('Δ clean', p['delta_clean_jpeg'])}; mCA higher in {p['mca_up']} of {n} seeds.")
 
 
 def _fmt(stat: dict[str, Any] | None, signed: bool = False) -> str:
@@ -613,8 +706,8 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
              f"{'all 19' if cfg['corruptions'] == 'all' else len(cfg['corruptions'])} corruptions x severities "
              f"{cfg['severities']}. Accuracies in %, mean ± std over seeds.", "",
              "| arm | seeds | " + " | ".join(t for _, t in _COLUMNS) + " | Δ mCA vs standard | train s/run | "
-             "train cost vs standard |",
-             "|---|---|" + "---|" * len(_COLUMNS) + "---|---|---|"]
+             "train cost vs standard | code |",
+             "|---|---|" + "---|" * len(_COLUMNS) + "---|---|---|---|"]
     arms = doc["arms"]
     base = arms.get("standard", {}).get("mca")
     base_s = arms.get("standard", {}).get("train_seconds", {}).get("mean")
@@ -625,23 +718,26 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
             dm = f"{100 * (row['mca']['mean'] - base['mean']):+.2f}"
         secs = row["train_seconds"]["mean"]
         cost = f"{secs / base_s:.2f}x" if base_s and secs else "-"
-        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {dm} | {secs:.0f} | {cost} |")
+        code = ", ".join(row.get("code", [])) or "unrecorded"
+        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells)
+                     + f" | {dm} | {secs:.0f} | {cost} | {code} |")
     lines += ["", "## Hypotheses", ""]
     h = doc["hypotheses"]
-    if "advbn_vs_standard" in h:
-        v = h["advbn_vs_standard"]
-        lines.append(f"- AdvBN vs standard: Δ mCA {100 * v['delta_mca']:+.2f}, Δ clean (JPEG test) "
-                     f"{100 * v['delta_clean_jpeg']:+.2f} → hypothesis (mCA up, clean cost ≤ 0.5) "
-                     f"**{'holds' if v['holds'] else 'does not hold'}** on these means." + _paired_text(v))
-    for key, label in (("augmix_advbn_vs_augmix", "AugMix + AdvBN vs AugMix"),
-                       ("deepaugment_augmix_advbn_vs_deepaugment_augmix", "DeepAugment + AugMix + AdvBN vs "
-                                                                          "DeepAugment + AugMix")):
-        if key in h:
-            v = h[key]
-            lines.append(f"- {label}: Δ mCA {100 * v['delta_mca']:+.2f}, Δ clean {100 * v['delta_clean_jpeg']:+.2f}"
-                         f" → **{'better' if v['holds'] else 'not better'}** on these means." + _paired_text(v))
+    for key, (_, _, label) in _HYPOTHESES.items():
+        if key not in h:
+            continue
+        v = h[key]
+        head = (f"- {label}: Δ mCA {100 * v['delta_mca']:+.2f}, Δ clean (JPEG test) "
+                f"{100 * v['delta_clean_jpeg']:+.2f} → ")
+        if key == "advbn_vs_standard":
+            head += f"hypothesis (mCA up, clean cost ≤ 0.5) **{'holds' if v['holds'] else 'does not hold'}**"
+        else:
+            head += f"**{'better' if v['holds'] else 'not better'}** in mCA"
+        lines.append(head + " on these means." + _paired_text(v))
     if not h:
         lines.append("- not enough finished arms yet.")
+    missing = doc.get("missing", [])
+    lines += ["", f"Runs still missing ({len(missing)}): " + (", ".join(missing) if missing else "none") + "."]
     corr = sorted({c for row in arms.values() for c in row["per_corruption"]})
     if corr:
         lines += ["", "## Per corruption (mean over severities and seeds, %)", "",
@@ -713,11 +809,13 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(arms)}")
     output, runs_dir = Path(output), Path(runs_dir)
+    archive = output / "runs"
+    code_version()  # the commit of the code this process runs, read before any work
     jobs = [(arms[a], s) for s in cfg.seeds for a in cfg.arms if arms[a].train or s == cfg.seeds[0]]
     if collect_only:
-        found = _collect(cfg, jobs, runs_dir)
+        found = _collect(cfg, jobs, runs_dir, archive)
         log.info("%d of %d runs finished", len(found), len(jobs))
-        return aggregate(found, cfg, output, [a.name for a, _ in jobs], commands) if found else {}
+        return aggregate(found, cfg, output, [a.name for a, _ in jobs], commands, jobs) if found else {}
     dev = _resolve_device(device)
     log_dir = output / "logs"
     data = RecipeData(cfg, data_dir)
@@ -727,17 +825,17 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     doc: dict[str, Any] = {}
 
     def collect() -> list[dict[str, Any]]:
-        return _collect(cfg, jobs, runs_dir)
+        return _collect(cfg, jobs, runs_dir, archive)
 
     for arm, seed in jobs:
         r = run_arm(cfg, arm, seed, data, runs_dir, device=dev, amp=amp, cache_dir=cache_dir, progress=progress,
-                    force=force, log_dir=log_dir)
+                    force=force, log_dir=log_dir, archive_dir=archive)
         if r is not None:
             results = collect()
-            doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands)
+            doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
     results = collect()
     if results:
-        doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands)
+        doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
     missing = len(jobs) - len(results)
     if missing:
         log.info("%d of %d runs are not finished (held by another process?): rerun the command to collect them",
@@ -745,15 +843,16 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     return doc
 
 
-def _collect(cfg: RecipeConfig, jobs: Sequence[tuple[ArmConfig, int]], runs_dir: Path) -> list[dict[str, Any]]:
-    """The finished results (same settings) of ``jobs``."""
+def _collect(cfg: RecipeConfig, jobs: Sequence[tuple[ArmConfig, int]], runs_dir: Path,
+             archive: Path | None = None) -> list[dict[str, Any]]:
+    """The finished results (same settings) of ``jobs``: from ``runs_dir``, else from the committed ``archive``."""
     found = []
     for arm, s in jobs:
-        p = runs_dir / arm.name / f"seed{s}" / "result.json"
-        if p.is_file():
-            r = json.loads(p.read_text())
-            if r.get("train_key") == digest(cfg.train_key()) and r.get("eval_key") == digest(cfg.eval_key()):
+        for root in (runs_dir, archive):
+            r = _finished(root / arm.name / f"seed{s}" / "result.json", cfg, arm) if root is not None else None
+            if r is not None:
                 found.append(r)
+                break
     return found
 
 
@@ -769,11 +868,16 @@ def short_table(doc: dict[str, Any]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("benchmark", choices=BENCHMARKS + ("imagenet",), help="recipe to run (cifar10; imagenet "
                         "recipes are shell commands in recipes/imagenet/)")
-    parser.add_argument("--tiny", action="store_true", help="toy scale (< 5 min on CPU): same pipeline, short table")
+    parser.add_argument("--tiny", action="store_true", help="toy scale (< 5 min on CPU): same pipeline, short table "
+                        "(= --preset tiny)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="named settings: full (the default: the paper's lr 0.001 over one pass of the 50,000 "
+                        "training images, 5 seeds), short (the first tables: lr 0.01, 100 steps from 5,000 images, "
+                        "3 seeds), tiny")
     parser.add_argument("--config", default=None, help="recipe YAML (RecipeConfig keys); flags override it")
     parser.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default: all: {' '.join(ARM_ORDER)})")
     parser.add_argument("--arms-dir", default=None, help="folder of arm YAML files (adds/overrides built-in arms)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default 0 1 2)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default 0 1 2 3 4)")
     parser.add_argument("--model", default=None, choices=("resnet20", "resnet56"))
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (shared *_jpeg.npz or torchvision's "
                         "cifar-10-batches-py); default: ../shared/data or $ADVBN_DATA")
@@ -810,16 +914,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(group, AdvBNConfig, prefix="advbn-", exclude=("freeze_prefix",), defaults=UNSET)
 
 
-def default_folders(tiny: bool) -> tuple[Path, Path]:
-    """``(output, runs_dir)`` when no flag names them: the committed table's folders for the full recipe; for
-    ``--tiny`` (the README's smoke run) folders under ``runs/`` that git ignores, so it never touches tracked files."""
-    if tiny:
+def default_folders(tiny: bool, preset: str = "full") -> tuple[Path, Path]:
+    """``(output, runs_dir)`` when no flag names them: the committed table's folders for the full recipe
+    (``recipes/cifar10/results/short`` for the short preset); for ``--tiny`` (the README's smoke run) folders under
+    ``runs/`` that git ignores, so it never touches tracked files."""
+    if tiny or preset == "tiny":
         return Path("runs/cifar10-tiny"), Path("runs/cifar10-tiny/runs")
+    if preset == "short":
+        return Path("recipes/cifar10/results/short"), Path("recipes/cifar10/runs/short")
     return Path("recipes/cifar10/results"), Path("recipes/cifar10/runs")
 
 
 def config_from_args(args: argparse.Namespace) -> RecipeConfig:
-    base = TINY if args.tiny else FULL
+    if args.tiny and args.preset not in (None, "tiny"):
+        from .config_cli import ConfigArgumentError
+
+        raise ConfigArgumentError(f"--tiny and --preset {args.preset} contradict each other: pass one")
+    base = TINY if args.tiny else PRESETS[args.preset or "full"]
     if args.config:
         if not Path(args.config).is_file():
             raise FileNotFoundError(f"--config {args.config} does not exist")
@@ -854,7 +965,7 @@ def run(args: argparse.Namespace) -> int:
     from .eval.corruptions import resolve_corruptions
 
     resolve_corruptions(cfg.corruptions)  # fail early on a bad name
-    default_output, default_runs = default_folders(args.tiny)
+    default_output, default_runs = default_folders(args.tiny, args.preset or "full")
     output = Path(args.output or default_output)
     runs_dir = Path(args.runs_dir or default_runs)
     (output / "logs").mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ from typing import Any
 
 from .config import DictConfig
 
-__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "TINY", "load_arms", "PREFIX",
-           "prefix_names"]
+__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "SHORT", "TINY", "PRESETS", "load_arms",
+           "PREFIX", "prefix_names"]
 
 # The top-level modules of the CIFAR ResNets, in forward order. Every arm freezes the same prefix: the stem and
 # every stage up to and including the AdvBN layer (the paper's AdvBN prefix; with the default layer1 that is
@@ -34,12 +34,30 @@ def prefix_names(layer: str) -> tuple[str, ...]:
     return _STAGES[:_STAGES.index(layer) + 1]
 
 
+def _mixstyle_config() -> type:
+    from .mixstyle import MixStyleConfig
+
+    return MixStyleConfig
+
+
+def _dsu_config() -> type:
+    from .dsu import DSUConfig
+
+    return DSUConfig
+
+
+# feature-statistics augmenters an arm can add (their config classes, imported lazily)
+_STOCHASTIC_FEATURES = {"mixstyle": _mixstyle_config, "dsu": _dsu_config}
+
+
 @dataclass
 class ArmConfig(DictConfig):
     """One arm. ``augmix``: AugMix views + JSD (paper settings: 2 views, severity 3, width 3, JSD weight 12);
     ``deepaugment``: train on the clean subset mixed with its DeepAugment copies (CAE + EDSR); ``advbn``: AdvBN
     after ``RecipeConfig.advbn['layer']``, with this arm's ``advbn_options`` (``AdvBNConfig`` keys, e.g. a cheaper
-    attack schedule) over the shared settings; ``train: false`` evaluates the pretrained model without fine-tuning."""
+    attack schedule) over the shared settings; ``features``: stochastic feature-statistics augmenters, one
+    ``PolicyConfig.features`` spec each (``{"type": "mixstyle", "layer": "layer1"}``, ``{"type": "dsu", ...}``);
+    ``train: false`` evaluates the pretrained model without fine-tuning."""
 
     name: str
     description: str = ""
@@ -48,10 +66,17 @@ class ArmConfig(DictConfig):
     advbn: bool = False
     train: bool = True
     advbn_options: dict[str, Any] = field(default_factory=dict)
+    features: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").isalnum():
             raise ValueError(f"arm name must be a non-empty identifier (letters, digits, _), got {self.name!r}")
+        for spec in self.features:
+            if not isinstance(spec, dict) or spec.get("type") not in _STOCHASTIC_FEATURES:
+                raise ValueError(f"arm {self.name!r}: each features entry must be a dict with type one of "
+                                 f"{list(_STOCHASTIC_FEATURES)}, got {spec!r} (AdvBN is switched on with advbn: true)")
+            config_class = _STOCHASTIC_FEATURES[spec["type"]]()
+            config_class.from_dict({k: v for k, v in spec.items() if k != "type"})  # bad keys/values fail here
         if self.advbn_options:
             from .advbn_config import AdvBNConfig
 
@@ -65,8 +90,9 @@ class ArmConfig(DictConfig):
     def to_dict(self) -> dict[str, Any]:
         """As stored with each run; ``advbn_options`` only when set, so runs finished before it existed still match."""
         d = super().to_dict()
-        if not d["advbn_options"]:
-            del d["advbn_options"]
+        for key in ("advbn_options", "features"):
+            if not d[key]:
+                del d[key]
         return d
 
 
@@ -76,6 +102,10 @@ DEFAULT_ARMS: dict[str, ArmConfig] = {a.name: a for a in (
     ArmConfig("advbn", "AdvBN fine-tuning (clean CE + adversarial CE, dual BN)", advbn=True),
     ArmConfig("augmix", "AugMix + JSD", augmix=True),
     ArmConfig("augmix_advbn", "AugMix + JSD + AdvBN", augmix=True, advbn=True),
+    ArmConfig("mixstyle", "MixStyle (random mixing, p 0.5, alpha 0.1) after layer1 and layer2",
+              features=[{"type": "mixstyle", "layer": "layer1"}, {"type": "mixstyle", "layer": "layer2"}]),
+    ArmConfig("dsu", "DSU (p 0.5) after layer1, layer2 and layer3",
+              features=[{"type": "dsu", "layer": f"layer{i}"} for i in (1, 2, 3)]),
     ArmConfig("deepaugment_augmix", "DeepAugment data (CAE + EDSR copies) + AugMix + JSD", augmix=True,
               deepaugment=True),
     ArmConfig("deepaugment_augmix_advbn", "DeepAugment data + AugMix + JSD + AdvBN", augmix=True, deepaugment=True,
@@ -123,15 +153,15 @@ class RecipeConfig(DictConfig):
 
     model: str = "resnet20"
     arms: list[str] = field(default_factory=lambda: list(ARM_ORDER))
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    steps: int = 100
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    steps: int = 782
     batch_size: int = 64
-    lr: float = 0.01
+    lr: float = 0.001
     momentum: float = 0.9
     weight_decay: float = 1e-4
     decay_at: float = 0.5
     decay_rate: float = 0.1
-    train_subset: int | None = 5000
+    train_subset: int | None = None
     advbn: dict[str, Any] = field(default_factory=lambda: {"layer": "layer1", "eps": 1.1, "step_size": 0.2,
                                                            "steps": 6})
     augmix: dict[str, Any] = field(default_factory=dict)
@@ -195,7 +225,11 @@ def digest(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
+# the paper's fine-tuning settings (lr 0.001, x0.1 at half, momentum 0.9, wd 1e-4) over one pass of the 50,000
+# training images (782 x 64), 5 seeds
 FULL = RecipeConfig()
+# the first tables' CPU-sized setting, kept for comparison: lr 0.01, 100 steps from a 5,000-image subset, 3 seeds
+SHORT = RecipeConfig(seeds=[0, 1, 2], steps=100, lr=0.01, train_subset=5000)
 TINY = RecipeConfig(
     seeds=[0, 1], steps=3, batch_size=16, train_subset=96, checkpoint_interval=2,
     deepaugment={"nets": ["cae", "edsr"], "epochs": 1, "channels": 8, "batch_size": 32, "lr": 1e-3,
@@ -203,6 +237,9 @@ TINY = RecipeConfig(
     eval_images=100, corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"],
     severities=[1, 5], clean_test_images=500, lossless_images=200, eval_batch_size=100,
 )
+
+
+PRESETS: dict[str, RecipeConfig] = {"full": FULL, "short": SHORT, "tiny": TINY}
 
 
 def config_fields() -> list[str]:

@@ -245,3 +245,32 @@ def test_policy_specs_round_trip_and_train(tmp_path):
     assert policy.detach() is model and _snapshot(model) == before
     with pytest.raises(ValueError, match="unknown MixStyleConfig keys"):
         Policy({"features": [{"type": "mixstyle", "layer": "layer1", "beta": 1}]})
+
+
+@pytest.mark.parametrize("cls", [MixStyle, DSU])
+def test_augmenter_at_a_frozen_layer_in_eval_mode_still_fires_while_the_model_trains(cls):
+    """Regression: the hook used the layer's flag, so MixStyle/DSU at a frozen prefix kept in eval mode (the recipe's
+    ``layer1``, AdvBN's prefix) were silently inert during training."""
+    model = _resnet18("torchvision")
+    aug = cls("layer1", p=1.0, seed=0).attach(model)
+    model.train()
+    model.layer1.eval()  # frozen BatchNorm statistics
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))
+    assert aug.last_params is not None and aug.last_params["applied"]
+    model.eval()
+    aug.last_params = None
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))
+    assert aug.last_params is None, "eval mode of the model must stay inert"
+
+
+def test_mixstyle_at_advbn_layer_with_frozen_prefix_is_applied():
+    model = _resnet18("torchvision")
+    AdvBN("layer1", freeze_prefix=True).attach(model)
+    ms = MixStyle("layer1", p=1.0, seed=0).attach(model)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32))
+    assert not model.layer1.training, "AdvBN keeps its prefix in eval mode"
+    assert ms.last_params is not None and ms.last_params["applied"]

@@ -153,7 +153,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_recipe_yaml_files_match_builtins():
-    from advbn_aug.recipe_config import DEFAULT_ARMS, FULL, TINY, RecipeConfig, load_arms
+    from advbn_aug.recipe_config import DEFAULT_ARMS, FULL, SHORT, TINY, RecipeConfig, load_arms
 
     folder = REPO / "recipes" / "cifar10" / "configs"
     if not folder.is_dir():
@@ -162,6 +162,7 @@ def test_recipe_yaml_files_match_builtins():
     assert {k: v.to_dict() for k, v in arms.items()} == {k: v.to_dict() for k, v in DEFAULT_ARMS.items()}
     assert RecipeConfig.from_yaml(folder / "full.yaml") == FULL
     assert RecipeConfig.from_yaml(folder / "tiny.yaml") == TINY
+    assert RecipeConfig.from_yaml(folder / "short.yaml") == SHORT
 
 
 def test_deepaugment_data_is_made_once_and_cached(tmp_path, monkeypatch):
@@ -234,7 +235,36 @@ def test_hypotheses_pair_arms_by_seed(toy_run, tmp_path):
     assert p["delta_mca"]["mean"] == pytest.approx(0.04 / 3)
     assert p["delta_clean_jpeg"]["mean"] == pytest.approx(-0.01)
     md = (tmp_path / "results.md").read_text()
-    assert "mCA higher in 2 of 3 seeds" in md and "not distinguishable from seed noise" in md
+    assert "mCA higher in 2 of 3 seeds" in md
+    # Student t, 2 degrees of freedom: 1.333 +- 4.303 * 2.082 / sqrt(3) = [-3.84, +6.50] (in points)
+    assert "Δ mCA +1.33 [95% CI -3.84, +6.50; includes 0]" in md, md
+    assert "Runs still missing (0): none." in md
+
+
+def test_confidence_interval_matches_the_t_formula_and_says_when_it_excludes_zero():
+    from advbn_aug.recipe import _interval_text, _stat, confidence_interval
+
+    st = _stat([0.010, 0.012, 0.008, 0.011, 0.009])  # mean 0.01, sd 0.00158, n 5; t(0.975, 4) = 2.776
+    lo, hi = confidence_interval(st)
+    assert lo == pytest.approx(0.01 - 2.7764 * 0.0015811 / 5 ** 0.5, abs=1e-6)
+    assert hi == pytest.approx(0.01 + 2.7764 * 0.0015811 / 5 ** 0.5, abs=1e-6)
+    assert "excludes 0" in _interval_text("d", st)
+    assert confidence_interval(_stat([0.5])) is None and "one seed" in _interval_text("d", _stat([0.5]))
+
+
+def test_table_lists_missing_runs_and_the_commit_of_each_arm(toy_run, tmp_path):
+    from advbn_aug.recipe import aggregate
+    from advbn_aug.recipe_config import DEFAULT_ARMS
+
+    cfg, root, _ = toy_run
+    std = json.loads((root / "runs" / "standard" / "seed0" / "result.json").read_text())
+    assert std["code"]["commit"] is None or len(std["code"]["commit"]) == 40
+    runs = [dict(std, code={"commit": "a" * 40, "dirty": True}), dict(std, seed=1, code=None)]
+    jobs = [(DEFAULT_ARMS["standard"], 0), (DEFAULT_ARMS["standard"], 1), (DEFAULT_ARMS["advbn"], 0)]
+    doc = aggregate(runs, cfg, tmp_path, ["standard", "advbn"], jobs=jobs)
+    assert doc["missing"] == ["advbn/seed0"] and doc["arms"]["standard"]["code"] == ["aaaaaaa+dirty", "unrecorded"]
+    md = (tmp_path / "results.md").read_text()
+    assert "Runs still missing (1): advbn/seed0." in md and "aaaaaaa+dirty, unrecorded" in md
 
 
 def test_every_arm_freezes_the_prefix_up_to_the_advbn_layer(tmp_path):
@@ -264,3 +294,51 @@ def test_tiny_run_writes_only_untracked_folders():
         probe = folder / "results.md"
         ignored = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=repo).returncode == 0
         assert ignored, f"{probe} is not ignored by git: --tiny would modify or add tracked files"
+
+
+def test_committed_result_copies_rebuild_the_table_and_skip_the_run(toy_run, tmp_path, monkeypatch):
+    """Issue 15 item 6: each finished run's result.json is copied under <output>/runs/ (committed), so a fresh
+    machine without the runs folder rebuilds the table and does not redo the run."""
+    import shutil
+
+    import advbn_aug.recipe as recipe
+
+    cfg, root, doc = toy_run
+    archive = root / "results" / "runs"
+    for arm in ("pretrained", "standard", "advbn"):
+        copy = json.loads((archive / arm / "seed0" / "result.json").read_text())
+        assert copy == json.loads((root / "runs" / arm / "seed0" / "result.json").read_text())
+    out = tmp_path / "o"
+    shutil.copytree(archive, out / "runs")
+
+    def boom(*a, **k):
+        raise AssertionError("archived runs must not be trained again")
+
+    monkeypatch.setattr(recipe, "_train", boom)
+    doc2 = recipe.run_recipe(cfg, output=out, runs_dir=tmp_path / "empty-runs", progress=False,
+                             cache_dir=str(root / "cache"))
+    assert list(doc2["arms"]) == list(doc["arms"]) and doc2["missing"] == []
+    assert not (tmp_path / "empty-runs" / "standard" / "seed0" / "model.pt").exists()
+
+
+def test_mixstyle_and_dsu_arms_train_differently_from_standard(tmp_path):
+    """Issue 11: MixStyle/DSU arms run through the same machinery; their augmentation fires although the recipe's
+    prefix (up to layer1, where both sit) is frozen in eval mode."""
+    from advbn_aug.recipe import run_recipe
+
+    cfg = _toy(arms=["standard", "mixstyle", "dsu"], corruptions=["contrast"])
+    doc = run_recipe(cfg, output=tmp_path / "o", runs_dir=tmp_path / "r", progress=False,
+                     cache_dir=str(tmp_path / "cache"))
+    shas = {a: row["sha256"]["seed0"] for a, row in doc["arms"].items()}
+    assert len(set(shas.values())) == 3, shas
+    assert {"mixstyle_vs_standard", "dsu_vs_standard"} <= set(doc["hypotheses"])
+
+
+def test_arm_features_are_validated():
+    from advbn_aug.recipe_config import ArmConfig
+
+    with pytest.raises(ValueError, match="type one of"):
+        ArmConfig("x", features=[{"type": "advbn", "layer": "layer1"}])
+    with pytest.raises(ValueError, match="p must be a probability"):
+        ArmConfig("x", features=[{"type": "mixstyle", "layer": "layer1", "p": 2}])
+    assert "features" not in ArmConfig("x").to_dict()  # runs stored before the field existed still match
