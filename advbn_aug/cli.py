@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 # name -> (module, one-line help)
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "recipe": ("advbn_aug.recipe", "run a recipe: fine-tuning arms, corruption evaluation, result table"),
+    "recipe": ("advbn_aug.recipe.command", "run a recipe: fine-tuning arms, corruption evaluation, result table"),
     "eval": ("advbn_aug.eval.command", "evaluate a model or checkpoint on clean and corrupted data"),
     "deepaugment": ("advbn_aug.image.deepaugment_cli", "train DeepAugment networks / write a DeepAugment dataset"),
     "train": ("advbn_aug.integrations.timm_trainer", "train a timm model with AdvBN (self-contained trainer with "

@@ -163,16 +163,17 @@ def test_default_overrides_and_bad_arguments():
 def test_recipe_flags_are_derived_and_only_given_ones_override(capsys):
     """advbn-aug recipe: every AdvBN option but freeze_prefix (always on there) has a flag; only the flags given go
     into the recipe's advbn dict; a bad value is a usage error naming the flag."""
-    from advbn_aug import recipe
     from advbn_aug.cli import main
+    from advbn_aug.recipe.command import add_arguments, config_from_args
+    from advbn_aug.recipe.config import TINY
 
     parser = argparse.ArgumentParser()
-    recipe.add_arguments(parser)
+    add_arguments(parser)
     args = parser.parse_args(["cifar10", "--tiny", "--advbn-layer", "layer2", "--advbn-steps", "2",
                               "--advbn-no-dual-bn", "--advbn-clamp-min", "none"])
-    cfg = recipe.config_from_args(args)
-    assert cfg.advbn == {**recipe.TINY.advbn, "layer": "layer2", "steps": 2, "dual_bn": False, "clamp_min": None}
-    assert recipe.config_from_args(parser.parse_args(["cifar10", "--tiny"])).advbn == recipe.TINY.advbn
+    cfg = config_from_args(args)
+    assert cfg.advbn == {**TINY.advbn, "layer": "layer2", "steps": 2, "dual_bn": False, "clamp_min": None}
+    assert config_from_args(parser.parse_args(["cifar10", "--tiny"])).advbn == TINY.advbn
     assert "--advbn-freeze-prefix" not in parser.format_help() and "--advbn-token-clamp-min" in parser.format_help()
     with pytest.raises(SystemExit) as e:
         main(["recipe", "cifar10", "--tiny", "--advbn-eps", "-1"])

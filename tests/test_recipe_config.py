@@ -1,10 +1,15 @@
-"""RecipeConfig: the frozen prefix follows the AdvBN layer, bad settings are named."""
+"""The recipe's configuration (advbn_aug.recipe.config): the frozen prefix follows the AdvBN layer, bad settings
+are named, arms validate their options, the YAML files match the built-in presets and arms."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from advbn_aug.recipe_config import RecipeConfig, prefix_names
+from advbn_aug.recipe.config import RecipeConfig, prefix_names
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_prefix_ends_at_the_advbn_stage():
@@ -35,8 +40,8 @@ def test_round_trip_through_a_dict():
 
 # ---------------------------------------------------------------------------------------------- per-arm AdvBN options
 def test_arm_advbn_options_reach_the_policy_and_round_trip(tmp_path):
-    from advbn_aug.recipe import _build_policy
-    from advbn_aug.recipe_config import ArmConfig, load_arms
+    from advbn_aug.recipe.config import ArmConfig, load_arms
+    from advbn_aug.recipe.train import _build_policy
 
     arm = ArmConfig("advbn_fgsm", advbn=True, advbn_options={"steps": 1, "random_start": True, "step_size": 1.375})
     arm.to_yaml(tmp_path / "advbn_fgsm.yaml")
@@ -48,7 +53,7 @@ def test_arm_advbn_options_reach_the_policy_and_round_trip(tmp_path):
 
 
 def test_arm_without_options_keeps_its_stored_form():
-    from advbn_aug.recipe_config import DEFAULT_ARMS
+    from advbn_aug.recipe.config import DEFAULT_ARMS
 
     # finished runs store arm.to_dict(); the form without advbn_options must not change, or they would all rerun
     assert DEFAULT_ARMS["advbn"].to_dict() == {"name": "advbn", "description": DEFAULT_ARMS["advbn"].description,
@@ -62,7 +67,30 @@ def test_arm_without_options_keeps_its_stored_form():
     ({"advbn": True, "advbn_options": {"attack_every": 0}}, "attack_every must be"),
 ])
 def test_bad_arm_advbn_options_are_named(kw, match):
-    from advbn_aug.recipe_config import ArmConfig
+    from advbn_aug.recipe.config import ArmConfig
 
     with pytest.raises(ValueError, match=match):
         ArmConfig("x", **kw)
+
+
+def test_recipe_yaml_files_match_builtins():
+    from advbn_aug.recipe.config import DEFAULT_ARMS, FULL, SHORT, TINY, load_arms
+
+    folder = REPO / "recipes" / "cifar10" / "configs"
+    if not folder.is_dir():
+        pytest.skip("recipes/cifar10/configs not in this checkout")
+    arms = load_arms(folder / "arms")
+    assert {k: v.to_dict() for k, v in arms.items()} == {k: v.to_dict() for k, v in DEFAULT_ARMS.items()}
+    assert RecipeConfig.from_yaml(folder / "full.yaml") == FULL
+    assert RecipeConfig.from_yaml(folder / "tiny.yaml") == TINY
+    assert RecipeConfig.from_yaml(folder / "short.yaml") == SHORT
+
+
+def test_arm_features_are_validated():
+    from advbn_aug.recipe.config import ArmConfig
+
+    with pytest.raises(ValueError, match="type one of"):
+        ArmConfig("x", features=[{"type": "advbn", "layer": "layer1"}])
+    with pytest.raises(ValueError, match="p must be a probability"):
+        ArmConfig("x", features=[{"type": "mixstyle", "layer": "layer1", "p": 2}])
+    assert "features" not in ArmConfig("x").to_dict()  # runs stored before the field existed still match

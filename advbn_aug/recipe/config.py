@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import DictConfig
+from ..config import DictConfig
 
 __all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "SHORT", "TINY", "PRESETS", "load_arms",
            "PREFIX", "prefix_names"]
@@ -35,13 +35,13 @@ def prefix_names(layer: str) -> tuple[str, ...]:
 
 
 def _mixstyle_config() -> type:
-    from .mixstyle import MixStyleConfig
+    from ..mixstyle import MixStyleConfig
 
     return MixStyleConfig
 
 
 def _dsu_config() -> type:
-    from .dsu import DSUConfig
+    from ..dsu import DSUConfig
 
     return DSUConfig
 
@@ -78,7 +78,7 @@ class ArmConfig(DictConfig):
             config_class = _STOCHASTIC_FEATURES[spec["type"]]()
             config_class.from_dict({k: v for k, v in spec.items() if k != "type"})  # bad keys/values fail here
         if self.advbn_options:
-            from .advbn_config import AdvBNConfig
+            from ..advbn_config import AdvBNConfig
 
             if not self.advbn:
                 raise ValueError(f"arm {self.name!r} sets advbn_options but not advbn: true")

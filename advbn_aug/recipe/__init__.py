@@ -1,0 +1,31 @@
+"""Recipes: fine-tuning arms that test "AdvBN is complementary to image-space augmentation", and the
+``advbn-aug recipe`` command.
+
+    advbn-aug recipe cifar10 --tiny                 # the whole pipeline at toy scale (< 5 min on CPU)
+    advbn-aug recipe cifar10                        # the full table (recipes/cifar10/README.md)
+
+Library use::
+
+    from advbn_aug.recipe import RecipeConfig, run_recipe
+    table = run_recipe(RecipeConfig(arms=["standard", "advbn"], seeds=[0]), output="results", runs_dir="runs")
+
+Every (arm, seed) run fine-tunes the pretrained CIFAR ResNet with the stem and ``layer1`` frozen, exports a plain
+``state_dict`` (the pretrained file's keys) to ``<runs>/<arm>/seed<k>/model.pt``, evaluates it (clean JPEG test set,
+lossless test images, CIFAR-10-C-parameter corruptions generated and cached by :mod:`advbn_aug.eval`) and writes
+``result.json`` next to it. Finished runs are skipped, unfinished ones resume from ``ckpt.pt``; after each run the
+table (``results.md``, ``results.json``, ``results.png``) is rewritten from every finished run.
+
+Modules: ``config`` (arms, settings, presets, digests), ``data`` (the shared arrays, DeepAugment copies), ``lock``
+(the run lock), ``train`` (the fine-tuning loop, export), ``evaluate`` (one model's evaluation), ``runner`` (one
+run, every run, finished runs, code version), ``table`` (statistics, hypotheses, ``results.md``), ``plot``
+(``results.png``), ``command`` (``advbn-aug recipe``).
+"""
+
+from .command import add_arguments, run
+from .config import DEFAULT_ARMS, FULL, SHORT, TINY, ArmConfig, RecipeConfig
+from .runner import code_version, run_arm, run_recipe
+from .table import aggregate
+from .train import export_state_dict
+
+__all__ = ["RecipeConfig", "ArmConfig", "DEFAULT_ARMS", "run_recipe", "run_arm", "aggregate", "export_state_dict",
+           "add_arguments", "run", "FULL", "SHORT", "TINY", "code_version"]

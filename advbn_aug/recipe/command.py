@@ -1,0 +1,154 @@
+"""The ``advbn-aug recipe`` command: its flags, the config they make, the default folders, and the run."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import ARM_ORDER, PRESETS, TINY, RecipeConfig
+from .runner import run_recipe
+from .table import short_table
+
+log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
+BENCHMARKS = ("cifar10",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("benchmark", choices=BENCHMARKS + ("imagenet",), help="recipe to run (cifar10; imagenet "
+                        "recipes are shell commands in recipes/imagenet/)")
+    parser.add_argument("--tiny", action="store_true", help="toy scale (< 5 min on CPU): same pipeline, short table "
+                        "(= --preset tiny)")
+    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+                        help="named settings: full (the default: the paper's lr 0.001 over one pass of the 50,000 "
+                        "training images, 5 seeds), short (the first tables: lr 0.01, 100 steps from 5,000 images, "
+                        "3 seeds), tiny")
+    parser.add_argument("--config", default=None, help="recipe YAML (RecipeConfig keys); flags override it")
+    parser.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default: all: {' '.join(ARM_ORDER)})")
+    parser.add_argument("--arms-dir", default=None, help="folder of arm YAML files (adds/overrides built-in arms)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default 0 1 2 3 4)")
+    parser.add_argument("--model", default=None, choices=("resnet20", "resnet56"))
+    parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (shared *_jpeg.npz or torchvision's "
+                        "cifar-10-batches-py); default: ../shared/data or $ADVBN_DATA")
+    parser.add_argument("--output", default=None, help="results folder (default recipes/cifar10/results; with "
+                                                       "--tiny runs/cifar10-tiny, untracked)")
+    parser.add_argument("--runs-dir", default=None, help="runs folder (default recipes/cifar10/runs; with --tiny "
+                                                         "runs/cifar10-tiny/runs)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
+    parser.add_argument("-b", "--batch-size", type=int, default=None, help="clean images per step")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--momentum", type=float, default=None)
+    parser.add_argument("--weight-decay", type=float, default=None)
+    parser.add_argument("--decay-rate", type=float, default=None, help="lr factor after --decay-at")
+    parser.add_argument("--decay-at", type=float, default=None, help="fraction of the steps where lr decays")
+    parser.add_argument("--train-subset", type=int, default=None, help="class-balanced training subset size")
+    parser.add_argument("--eval-images", type=int, default=None, help="test images corrupted for CIFAR-10-C")
+    parser.add_argument("--corruptions", default=None, help="comma list, 'all' (19) or 'benchmark' (15)")
+    parser.add_argument("--severities", nargs="+", type=int, default=None)
+    parser.add_argument("--clean-test-images", type=int, default=None, help="JPEG test images for clean accuracy")
+    parser.add_argument("--eval-batch-size", type=int, default=None)
+    parser.add_argument("--checkpoint-interval", type=int, default=None)
+    parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    parser.add_argument("--no-amp", action="store_true", help="disable AMP (float16 autocast) on CUDA")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--cache-dir", default=None, help="corruption cache (default ~/.cache/advbn_aug/corruptions)")
+    parser.add_argument("--force", action="store_true", help="redo finished runs")
+    parser.add_argument("--collect", action="store_true", help="run nothing: rewrite the table from finished runs")
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    from ..advbn_config import AdvBNConfig
+    from ..config_cli import UNSET, add_config_arguments
+
+    group = parser.add_argument_group("AdvBN", "settings of the AdvBN arms (the recipe's advbn; the prefix up to "
+                                      "the layer is always frozen)")
+    add_config_arguments(group, AdvBNConfig, prefix="advbn-", exclude=("freeze_prefix",), defaults=UNSET)
+
+
+def default_folders(tiny: bool, preset: str = "full") -> tuple[Path, Path]:
+    """``(output, runs_dir)`` when no flag names them: the committed table's folders for the full recipe
+    (``recipes/cifar10/results/short`` for the short preset); for ``--tiny`` (the README's smoke run) folders under
+    ``runs/`` that git ignores, so it never touches tracked files."""
+    if tiny or preset == "tiny":
+        return Path("runs/cifar10-tiny"), Path("runs/cifar10-tiny/runs")
+    if preset == "short":
+        return Path("recipes/cifar10/results/short"), Path("recipes/cifar10/runs/short")
+    return Path("recipes/cifar10/results"), Path("recipes/cifar10/runs")
+
+
+def config_from_args(args: argparse.Namespace) -> RecipeConfig:
+    if args.tiny and args.preset not in (None, "tiny"):
+        from ..config_cli import ConfigArgumentError
+
+        raise ConfigArgumentError(f"--tiny and --preset {args.preset} contradict each other: pass one")
+    base = TINY if args.tiny else PRESETS[args.preset or "full"]
+    if args.config:
+        if not Path(args.config).is_file():
+            raise FileNotFoundError(f"--config {args.config} does not exist")
+        base = RecipeConfig.from_yaml(Path(args.config))
+    from ..advbn_config import AdvBNConfig
+    from ..config_cli import config_from_args as advbn_from_args
+    from ..config_cli import config_values
+
+    advbn = config_values(args, AdvBNConfig, prefix="advbn-")  # only the flags given
+    if advbn:
+        advbn_from_args(args, AdvBNConfig, prefix="advbn-", base=AdvBNConfig.from_dict(dict(base.advbn)))
+    corruptions = args.corruptions
+    if corruptions is not None and corruptions not in ("all", "benchmark"):
+        corruptions = [c.strip() for c in corruptions.split(",") if c.strip()]
+    return base.with_overrides(arms=args.arms, seeds=args.seeds, model=args.model, steps=args.steps,
+                               batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                               weight_decay=args.weight_decay, decay_rate=args.decay_rate, decay_at=args.decay_at,
+                               train_subset=args.train_subset, advbn=advbn or None, eval_images=args.eval_images,
+                               corruptions=corruptions, severities=args.severities,
+                               clean_test_images=args.clean_test_images, eval_batch_size=args.eval_batch_size,
+                               checkpoint_interval=args.checkpoint_interval)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.benchmark == "imagenet":
+        print("The ImageNet recipe needs ImageNet and GPUs: see recipes/imagenet/README.md for its commands "
+              "(advbn-aug train).", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    from ..eval.corruptions import resolve_corruptions
+
+    resolve_corruptions(cfg.corruptions)  # fail early on a bad name
+    default_output, default_runs = default_folders(args.tiny, args.preset or "full")
+    output = Path(args.output or default_output)
+    runs_dir = Path(args.runs_dir or default_runs)
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(output / "logs" / "recipe.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    command = "advbn-aug recipe " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "recipe" else "advbn-aug recipe (library call)"
+    with open(output / "logs" / "commands.log", "a") as f:
+        f.write(f"{_dt.datetime.now().isoformat(timespec='seconds')} cwd={os.getcwd()} {command}\n")
+    history = (output / "logs" / "commands.log").read_text().splitlines()
+    commands = list(dict.fromkeys(line.split(" ", 2)[-1] for line in history if line.strip()))
+    (output / "config.yaml").write_text(cfg.to_yaml())
+    try:
+        t0 = time.perf_counter()
+        doc = run_recipe(cfg, output=output, runs_dir=runs_dir, data_dir=args.data_dir, arms_dir=args.arms_dir,
+                         device=args.device, amp=not args.no_amp, cache_dir=args.cache_dir,
+                         progress=not args.no_progress, force=args.force, commands=commands,
+                         collect_only=args.collect)
+        print(short_table(doc))
+        print(f"results: {output / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
+    finally:
+        log.removeHandler(handler)
+        log.removeHandler(console)
+        handler.close()
+    return 0

@@ -1,0 +1,213 @@
+"""Running the recipe: one (arm, seed) run (train resumably, export, evaluate, store ``result.json``), every run of
+a config, the finished runs (in the runs folder or their committed copies), and the commit of the running code."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import ArmConfig, RecipeConfig, digest, load_arms
+from .data import RecipeData, deepaugment_data
+from .evaluate import _evaluate
+from .lock import _run_lock
+from .table import aggregate
+from .train import _load_model, _train, export_state_dict, sha256_file
+
+log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
+
+_CODE_VERSION: dict[str, Any] | None = None
+
+
+def code_version() -> dict[str, Any]:
+    """The git commit of the code this process imported, read once (at the first call, which ``run_recipe`` makes
+    before any work): ``{"commit": sha or None, "dirty": bool or None}``. ``dirty``: tracked files of the package
+    differed from the commit; ``None`` values outside a git checkout (an installed wheel: ``version`` then says
+    which)."""
+    global _CODE_VERSION
+    if _CODE_VERSION is None:
+        import subprocess
+
+        from .. import __version__
+
+        root = Path(__file__).resolve().parents[1]  # the advbn_aug package
+        info: dict[str, Any] = {"commit": None, "dirty": None, "version": __version__}
+        try:
+            info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                            check=True, timeout=20).stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+                                    cwd=root.parent, capture_output=True, text=True, check=True, timeout=20).stdout
+            info["dirty"] = any(line[3:].startswith(("advbn_aug/", "integrations/")) for line in status.splitlines())
+        except (OSError, subprocess.SubprocessError):
+            pass
+        _CODE_VERSION = info
+    return dict(_CODE_VERSION)
+
+
+def _run_logger(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return handler
+
+
+def _finished(path: Path, cfg: RecipeConfig, arm: ArmConfig) -> dict[str, Any] | None:
+    """The result stored at ``path`` if it is a finished run of ``arm`` with ``cfg``'s settings."""
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    same = (old.get("train_key") == digest(cfg.train_key()) and old.get("eval_key") == digest(cfg.eval_key())
+            and old.get("arm") == arm.to_dict())
+    return old if same else None
+
+
+def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs_dir: Path, *,
+            device: torch.device, amp: bool = True, cache_dir: str | None = None, progress: bool = True,
+            force: bool = False, log_dir: Path | None = None, archive_dir: Path | None = None
+            ) -> dict[str, Any] | None:
+    """Train (resumably), export, evaluate one (arm, seed); returns its result dict, or ``None`` if another process
+    holds the run. A finished run with the same settings (in ``runs_dir``, or its committed copy in ``archive_dir``)
+    is read back instead of recomputed; a new result is also copied to ``archive_dir/<arm>/seed<k>/result.json``."""
+    run_dir = runs_dir / arm.name / f"seed{seed}"
+    result_path = run_dir / "result.json"
+    train_key, eval_key = digest(cfg.train_key()), digest(cfg.eval_key())
+    archived = archive_dir / arm.name / f"seed{seed}" / "result.json" if archive_dir is not None else None
+    for path in (result_path, archived):
+        old = _finished(path, cfg, arm) if path is not None and not force else None
+        if old is not None:
+            log.info("skip %s seed %d: finished (%s)", arm.name, seed, path)
+            return old
+    with _run_lock(run_dir) as mine:
+        if not mine:
+            log.info("skip %s seed %d: another process is running it", arm.name, seed)
+            return None
+        handler = _run_logger((log_dir or run_dir) / f"{arm.name}_seed{seed}.log")
+        try:
+            result = _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progress, runs_dir,
+                                     train_key, eval_key, force)
+            if archived is not None:
+                archived.parent.mkdir(parents=True, exist_ok=True)
+                archived.write_text(json.dumps(result, indent=1))
+            return result
+        finally:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progress, runs_dir, train_key, eval_key,
+                    force):
+    model_path = run_dir / "model.pt"
+    meta_path = run_dir / "train.json"
+    if force:
+        for p in (model_path, meta_path, run_dir / "ckpt.pt", run_dir / "result.json"):
+            p.unlink(missing_ok=True)
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if meta is not None and (meta.get("train_key") != train_key or meta.get("arm") != arm.to_dict()
+                             or not model_path.is_file()):
+        meta = None
+    _, keys = _load_model(cfg)
+    if meta is None:
+        if not arm.train:
+            model, _ = _load_model(cfg)
+            info: dict[str, Any] = {"history": [], "train_seconds": 0.0, "trainable_parameters": 0}
+        else:
+            extra = deepaugment_data(cfg, data, runs_dir / "_cache", device, progress) if arm.deepaugment else None
+            model, info = _train(cfg, arm, seed, data, run_dir, device, amp, extra, progress)
+        state = export_state_dict(model, keys)
+        tmp = model_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(model_path)
+        meta = {"arm": arm.to_dict(), "seed": seed, "train_key": train_key, "train": cfg.train_key(),
+                "sha256": sha256_file(model_path), "code": code_version(), **info}
+        meta_path.write_text(json.dumps(meta, indent=1))
+        (run_dir / "ckpt.pt").unlink(missing_ok=True)
+        log.info("exported %s (sha256 %s)", model_path, meta["sha256"])
+    from ..eval import load_model
+
+    model, _, _ = load_model(cfg.model, model_path)
+    ev = _evaluate(model, cfg, data, device, amp, f"{arm.name}/seed{seed}", run_dir / "eval", cache_dir, progress)
+    result = {"arm": arm.to_dict(), "seed": seed, "model": cfg.model, "train_key": train_key, "eval_key": eval_key,
+              "model_path": str(model_path), "sha256": meta["sha256"], "train_seconds": meta["train_seconds"],
+              "trainable_parameters": meta["trainable_parameters"],
+              "final_loss": meta["history"][-1] if meta["history"] else None, **ev,
+              "code": meta.get("code"), "eval_code": code_version(),
+              "finished": _dt.datetime.now().isoformat(timespec="seconds")}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    log.info("%s seed %d: clean(JPEG) %.2f%%  lossless %s  mCA %.2f%%  (train %.0fs, eval %.0fs)", arm.name, seed,
+             100 * result["clean_acc_jpeg"],
+             f"{100 * result['clean_acc_lossless']:.2f}%" if "clean_acc_lossless" in result else "n/a",
+             100 * result["mca"], result["train_seconds"], result["eval_seconds"])
+    return result
+
+
+def _resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device} requested but CUDA is not available: pass --device cpu")
+    return dev
+
+
+def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, data_dir: str | Path | None = None,
+               arms_dir: str | Path | None = None, device: str | None = None, amp: bool = True,
+               cache_dir: str | None = None, progress: bool = True, force: bool = False,
+               commands: Sequence[str] = (), collect_only: bool = False) -> dict[str, Any]:
+    """Run every (arm, seed) of ``cfg`` (skipping finished ones), rewriting the table after each; returns it.
+    ``collect_only``: run nothing, only rewrite the table from the finished runs."""
+    arms = load_arms(arms_dir)
+    unknown = [a for a in cfg.arms if a not in arms]
+    if unknown:
+        raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(arms)}")
+    output, runs_dir = Path(output), Path(runs_dir)
+    archive = output / "runs"
+    code_version()  # the commit of the code this process runs, read before any work
+    jobs = [(arms[a], s) for s in cfg.seeds for a in cfg.arms if arms[a].train or s == cfg.seeds[0]]
+    if collect_only:
+        found = _collect(cfg, jobs, runs_dir, archive)
+        log.info("%d of %d runs finished", len(found), len(jobs))
+        return aggregate(found, cfg, output, [a.name for a, _ in jobs], commands, jobs) if found else {}
+    dev = _resolve_device(device)
+    log_dir = output / "logs"
+    data = RecipeData(cfg, data_dir)
+    log.info("data: %d training images, %d clean test images, %d corruption images, lossless %s", len(data.train_x),
+             len(data.test_x), len(data.eval_x), "n/a" if data.lossless_x is None else len(data.lossless_x))
+    results: list[dict[str, Any]] = []
+    doc: dict[str, Any] = {}
+
+    def collect() -> list[dict[str, Any]]:
+        return _collect(cfg, jobs, runs_dir, archive)
+
+    for arm, seed in jobs:
+        r = run_arm(cfg, arm, seed, data, runs_dir, device=dev, amp=amp, cache_dir=cache_dir, progress=progress,
+                    force=force, log_dir=log_dir, archive_dir=archive)
+        if r is not None:
+            results = collect()
+            doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
+    results = collect()
+    if results:
+        doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
+    missing = len(jobs) - len(results)
+    if missing:
+        log.info("%d of %d runs are not finished (held by another process?): rerun the command to collect them",
+                 missing, len(jobs))
+    return doc
+
+
+def _collect(cfg: RecipeConfig, jobs: Sequence[tuple[ArmConfig, int]], runs_dir: Path,
+             archive: Path | None = None) -> list[dict[str, Any]]:
+    """The finished results (same settings) of ``jobs``: from ``runs_dir``, else from the committed ``archive``."""
+    found = []
+    for arm, s in jobs:
+        for root in (runs_dir, archive):
+            r = _finished(root / arm.name / f"seed{s}" / "result.json", cfg, arm) if root is not None else None
+            if r is not None:
+                found.append(r)
+                break
+    return found

@@ -1,0 +1,178 @@
+"""Fine-tuning one arm: the pretrained model, its frozen prefix, the arm's policy, the learning-rate schedule, the
+random crop + flip, the resumable training loop, and the export of a plain ``state_dict``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ArmConfig, RecipeConfig, digest, prefix_names
+from .data import RecipeData
+
+log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
+
+
+def _load_model(cfg: RecipeConfig) -> tuple[nn.Module, list[str]]:
+    from ..cifar_resnet import load_pretrained_cifar_resnet
+
+    depth = int(cfg.model.removeprefix("resnet"))
+    model = load_pretrained_cifar_resnet(depth)
+    return model, pretrained_keys(depth)
+
+
+def pretrained_keys(depth: int) -> list[str]:
+    """The keys of the pretrained weights file (``module.`` stripped), in file order."""
+    from ..cifar_resnet import _default_weights
+
+    state = torch.load(_default_weights(depth), map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state)
+    return [k.removeprefix("module.") for k in state]
+
+
+def _prefix_modules(model: nn.Module, cfg: RecipeConfig) -> list[nn.Module]:
+    return [getattr(model, name) for name in prefix_names(cfg.advbn.get("layer", "layer1"))]
+
+
+def export_state_dict(model: nn.Module, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The plain model's ``state_dict`` restricted to (and checked against) ``keys``, on CPU, contiguous."""
+    state = model.state_dict()
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise RuntimeError(f"exported model lacks pretrained keys {missing[:5]}: was AdvBN detached?")
+    extra = sorted(set(state) - set(keys) - {k for k in state if k.endswith("num_batches_tracked")})
+    if extra:
+        raise RuntimeError(f"exported model has keys that the pretrained file lacks: {extra[:5]}")
+    return {k: state[k].detach().cpu().clone().contiguous() for k in keys}
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Per-image random crop (zero padding ``pad``) and horizontal flip, as in the pretrained model's training."""
+    n, _, h, w = x.shape
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    ox = torch.randint(0, 2 * pad + 1, (n,))
+    oy = torch.randint(0, 2 * pad + 1, (n,))
+    rows = (oy.view(n, 1) + torch.arange(h).view(1, h)).to(x.device)
+    cols = (ox.view(n, 1) + torch.arange(w).view(1, w)).to(x.device)
+    idx = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    ch = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    out = xp[idx, ch, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    flip = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
+    return torch.where(flip, out.flip(-1), out)
+
+
+def _build_policy(cfg: RecipeConfig, arm: ArmConfig):
+    from ..cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
+    from ..image import AugMixConfig
+    from ..policy import Policy, PolicyConfig
+
+    features = []
+    if arm.advbn:
+        features.append({"type": "advbn", **cfg.advbn, **arm.advbn_options, "freeze_prefix": True})
+    features += [dict(spec) for spec in arm.features]
+    pc = PolicyConfig(augmix=AugMixConfig.from_dict(dict(cfg.augmix)).to_dict() if arm.augmix else None,
+                      features=features, jsd_weight=cfg.jsd_weight, mean=list(CIFAR_RESNET_MEAN),
+                      std=list(CIFAR_RESNET_STD))
+    return Policy(pc)
+
+
+def _lr_at(cfg: RecipeConfig, step: int) -> float:
+    return cfg.lr * (cfg.decay_rate if step >= int(round(cfg.decay_at * cfg.steps)) else 1.0)
+
+
+def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path, device: torch.device,
+           amp: bool, extra: tuple[np.ndarray, np.ndarray] | None, progress: bool) -> tuple[nn.Module, dict]:
+    model, _ = _load_model(cfg)
+    for m in _prefix_modules(model, cfg):
+        m.requires_grad_(False)
+    policy = _build_policy(cfg, arm)
+    policy.attach(model)
+    model.to(device)
+    policy.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    use_amp = amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start, history, train_seconds = 0, [], 0.0
+    ckpt_path = run_dir / "ckpt.pt"
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck.get("train_key") == digest(cfg.train_key()) and ck.get("arm") == arm.to_dict():
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            scaler.load_state_dict(ck["scaler"])
+            start, history, train_seconds = ck["step"], ck["history"], ck["train_seconds"]
+            log.info("resumed %s seed %d from step %d", arm.name, seed, start)
+        else:
+            log.info("ignoring %s: it was written with other settings", ckpt_path)
+    x_pool, y_pool = data.train_x, data.train_y
+    if extra is not None:
+        x_pool, y_pool = np.concatenate([x_pool, extra[0]]), np.concatenate([y_pool, extra[1]])
+    # the batch sequence depends only on (seed, pool size, steps): resuming continues it exactly
+    rng = np.random.default_rng(seed)
+    need = cfg.steps * cfg.batch_size
+    order = np.concatenate([rng.permutation(len(x_pool)) for _ in range(-(-need // len(x_pool)))])[:need]
+    n_params = sum(p.numel() for p in params)
+    log.info("train %s seed %d: %d steps x %d images (pool %d), %d trainable parameters, device %s", arm.name, seed,
+             cfg.steps, cfg.batch_size, len(x_pool), n_params, device)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.steps, initial=start, desc=f"{arm.name} s{seed}", unit="step", disable=not progress,
+               dynamic_ncols=True)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        torch.manual_seed(seed * 1_000_003 + step)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(cfg, step)
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        x = torch.from_numpy(x_pool[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+        y = torch.from_numpy(y_pool[idx]).to(device)
+        x = _random_crop_flip(x)
+        model.train()
+        for m in _prefix_modules(model, cfg):
+            m.eval()
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            loss, info = policy.step(model, x, y, epoch=0, step=step)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        rec = {k: round(float(v), 5) for k, v in info.items() if k.startswith("loss")}
+        history.append({"step": step + 1, "lr": _lr_at(cfg, step), **rec})
+        if not np.isfinite(rec["loss"]):
+            raise FloatingPointError(f"{arm.name} seed {seed}: loss is {rec['loss']} at step {step + 1}")
+        bar.update()
+        bar.set_postfix(loss=f"{rec['loss']:.3f}")
+        done = step + 1
+        if done % max(1, cfg.steps // 10) == 0 or done == cfg.steps:
+            log.info("%s seed %d step %d/%d %s", arm.name, seed, done, cfg.steps,
+                     " ".join(f"{k}={v}" for k, v in rec.items()))
+        if done % cfg.checkpoint_interval == 0 and done < cfg.steps:
+            elapsed = train_seconds + time.perf_counter() - t0
+            tmp = ckpt_path.with_suffix(".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
+                        "step": done, "history": history, "train_seconds": elapsed, "arm": arm.to_dict(),
+                        "train_key": digest(cfg.train_key())}, tmp)
+            tmp.replace(ckpt_path)
+    bar.close()
+    train_seconds += time.perf_counter() - t0
+    plain = policy.detach()
+    for p in plain.parameters():
+        p.requires_grad_(True)
+    return plain.cpu().eval(), {"history": history, "train_seconds": round(train_seconds, 2),
+                                "trainable_parameters": n_params}

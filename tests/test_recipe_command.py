@@ -1,0 +1,35 @@
+"""The ``advbn-aug recipe`` command (advbn_aug.recipe.command): usage errors and the default folders."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_cli_errors(tmp_path, capsys):
+    from advbn_aug.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["recipe", "mnist"])
+    with pytest.raises(ValueError, match="unknown arm"):
+        main(["recipe", "cifar10", "--tiny", "--arms", "nope", "--output", str(tmp_path / "o"),
+              "--runs-dir", str(tmp_path / "r")])
+    with pytest.raises(ValueError, match="unknown corruption"):
+        main(["recipe", "cifar10", "--tiny", "--corruptions", "rain", "--output", str(tmp_path / "o"),
+              "--runs-dir", str(tmp_path / "r")])
+    assert main(["recipe", "imagenet"]) == 2
+
+
+def test_tiny_run_writes_only_untracked_folders():
+    """The README's first command (`advbn-aug recipe cifar10 --tiny`) must leave `git status` clean (issue 15)."""
+    import subprocess
+    from pathlib import Path
+
+    from advbn_aug.recipe.command import default_folders
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    for folder in default_folders(tiny=True):
+        probe = folder / "results.md"
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(probe)], cwd=repo).returncode == 0
+        assert ignored, f"{probe} is not ignored by git: --tiny would modify or add tracked files"
