@@ -58,6 +58,12 @@ def test_toy_run_writes_results_and_plain_state_dicts(toy_run):
             assert torch.equal(ref[k], adv[k]) and torch.equal(ref[k], std[k]), k
     assert not torch.equal(ref["linear.weight"], std["linear.weight"])
     assert "| advbn | 1 |" in (out / "results.md").read_text()
+    # AdvBN runs also export the adversarial-BatchNorm route: same keys, differing only in the suffix's BatchNorms
+    adv_route = torch.load(root / "runs" / "advbn" / "seed0" / "model_adv.pt", weights_only=True)
+    assert list(adv_route) == keys
+    differ = {k for k in keys if not torch.equal(adv_route[k], adv[k])}
+    assert differ and all(".bn" in k and not k.startswith("layer1") for k in differ), sorted(differ)[:4]
+    assert not (root / "runs" / "standard" / "seed0" / "model_adv.pt").exists()
 
 
 @needs_data

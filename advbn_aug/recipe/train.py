@@ -171,6 +171,14 @@ def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_d
             tmp.replace(ckpt_path)
     bar.close()
     train_seconds += time.perf_counter() - t0
+    if arm.advbn:  # the adversarial-BatchNorm route, for evaluating through it (the paper's route for style shifts)
+        from ..dual_norm import select_bn_state
+
+        _, keys = _load_model(cfg)
+        adv = select_bn_state(model.state_dict(), "adv")
+        tmp = (run_dir / "model_adv.pt").with_suffix(".tmp")
+        torch.save({k: adv[k].detach().cpu().clone().contiguous() for k in keys}, tmp)
+        tmp.replace(run_dir / "model_adv.pt")
     plain = policy.detach()
     for p in plain.parameters():
         p.requires_grad_(True)
