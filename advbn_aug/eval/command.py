@@ -1,12 +1,19 @@
 """``advbn-aug eval``: evaluate a model or checkpoint on clean and corrupted images and write JSON, Markdown and
-PNG reports (see :func:`advbn_aug.eval.evaluate_corruptions`)."""
+PNG reports (see :func:`advbn_aug.eval.evaluate_corruptions`); with ``--stylized``, also on Stylized-CIFAR-10
+(:func:`advbn_aug.eval.stylized.evaluate_stylized`; ``stylized.json`` / ``stylized.md``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from .corruptions import ALL_CORRUPTIONS, DATASETS
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .stylized import StylizedConfig, StylizedResult
 
 __all__ = ["add_arguments", "run"]
 
@@ -43,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", dest="dataset", choices=DATASETS, default="cifar10",
                         help="parameter table of generated corruptions: cifar10 (32 px) or imagenet (224 px)")
     parser.add_argument("--corruptions", default="benchmark",
-                        help="comma-separated names, or 'benchmark' (15), 'extra' (4), 'all' (19). Names: "
-                             + ", ".join(ALL_CORRUPTIONS))
+                        help="comma-separated names, or 'benchmark' (15), 'extra' (4), 'all' (19), or 'none' (with "
+                             "--stylized: only the stylized sets). Names: " + ", ".join(ALL_CORRUPTIONS))
     parser.add_argument("--severities", type=_severities, default=(1, 2, 3, 4, 5), help="e.g. '1,3,5' (default all)")
     parser.add_argument("--num-images", type=int, default=None, help="evaluate only the first N images per set")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -65,13 +72,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "re-estimated on the set), online (momentum updates batch by batch), or all three "
                              "(reports in <output>/tta_<mode>)")
     parser.add_argument("--tta-momentum", type=float, default=0.1, help="BatchNorm momentum of --tta online")
+    from ..config_cli import add_config_arguments
+    from .stylized import INSTALL_HINT, StylizedConfig
+
+    group = parser.add_argument_group(
+        "Stylized-CIFAR-10", "a class-balanced CIFAR-10 test subset re-rendered by a style-transfer network with PACS "
+        f"paintings as styles, cached like the corrupted sets (needs {INSTALL_HINT})")
+    group.add_argument("--stylized", action="store_true", help="also evaluate on Stylized-CIFAR-10")
+    add_config_arguments(group, StylizedConfig, prefix="stylized-")
+
+
+def _stylized(args: argparse.Namespace, cfg: StylizedConfig, model: nn.Module, mean: tuple[float, ...],
+              std: tuple[float, ...], tta: str, name: str) -> StylizedResult:
+    """Evaluate on the Stylized-CIFAR-10 subset of the clean test split (``--data-dir`` with ``--source generate``)."""
+    from ..data import load_cifar10
+    from .stylized import evaluate_stylized
+
+    x, y = load_cifar10("test", args.data_dir if args.source == "generate" else None)
+    return evaluate_stylized(model, x, y, cfg, mean=mean, std=std, batch_size=args.batch_size, device=args.device,
+                             amp=not args.no_amp, tta=tta, tta_momentum=args.tta_momentum, name=name,
+                             cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, evaluate (once per BatchNorm route), write the reports and print the Markdown summaries."""
+    from ..config_cli import config_from_args
     from .evaluate import EvalConfig, evaluate_corruptions, load_model
     from .report import format_markdown
+    from .stylized import StylizedConfig
 
+    corruptions = args.corruptions.strip().lower() != "none"
+    if not corruptions and not args.stylized:
+        print("advbn-aug eval: error: --corruptions none leaves nothing to evaluate: add --stylized", file=sys.stderr)
+        return 2
+    stylized_cfg = config_from_args(args, StylizedConfig, prefix="stylized-") if args.stylized else None
     routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
     modes = ("none", "full", "online") if args.tta == "all" else (args.tta,)
     for route, tta in ((r, t) for r in routes for t in modes):
@@ -83,18 +117,27 @@ def run(args: argparse.Namespace) -> int:
             name = f"{name} [TTA {tta}]"
         try:
             model, mean, std = load_model(args.model, args.checkpoint, args.num_classes, bn=route)
-            cfg = EvalConfig(
-                corruptions=args.corruptions, severities=args.severities, source=args.source, dataset=args.dataset,
-                data_dir=args.data_dir, split=args.split, num_images=args.num_images, batch_size=args.batch_size,
-                seed=args.seed, device=args.device, amp=not args.no_amp, workers=args.workers, mean=mean, std=std,
-                cache_dir=args.cache_dir, use_cache=not args.no_cache, baseline=args.baseline, output=output,
-                name=name, progress=not args.no_progress, tta=tta, tta_momentum=args.tta_momentum,
-            )
-            result = evaluate_corruptions(model, config=cfg)
-        except (ValueError, FileNotFoundError, TypeError) as err:
+            stylized = _stylized(args, stylized_cfg, model, mean, std, tta, name) if stylized_cfg else None
+            result = None
+            if corruptions:
+                cfg = EvalConfig(
+                    corruptions=args.corruptions, severities=args.severities, source=args.source,
+                    dataset=args.dataset, data_dir=args.data_dir, split=args.split, num_images=args.num_images,
+                    batch_size=args.batch_size, seed=args.seed, device=args.device, amp=not args.no_amp,
+                    workers=args.workers, mean=mean, std=std, cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                    baseline=args.baseline, output=output, name=name, progress=not args.no_progress, tta=tta,
+                    tta_momentum=args.tta_momentum,
+                )
+                result = evaluate_corruptions(model, config=cfg)
+        except (ValueError, FileNotFoundError, TypeError, ImportError) as err:
             print(f"advbn-aug eval: error: {err}", file=sys.stderr)
             return 2
-        print(format_markdown(result))
-        print(f"reports written to {output}/ (results.json, results.md, heatmap.png"
-              + (", baseline.png)" if args.baseline else ")"))
+        written = []
+        if result is not None:
+            print(format_markdown(result))
+            written = ["results.json", "results.md", "heatmap.png"] + (["baseline.png"] if args.baseline else [])
+        if stylized is not None:
+            written += [p.name for p in stylized.write(output)]
+            print(stylized.to_markdown())
+        print(f"reports written to {output}/ ({', '.join(written)})")
     return 0
