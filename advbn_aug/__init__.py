@@ -49,6 +49,16 @@ from .policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
 from .pretrained import load_efficientnet_lite
 from .split import ModelSplit, resolve_layer, split_model
 from .stats import FeatureStats, feature_stats, perturb_stats
+from .visualise import (
+    DecoderConfig,
+    FeatureDecoder,
+    FeatureInverter,
+    GridConfig,
+    TestsetConfig,
+    make_grid,
+    make_testset,
+    train_decoder,
+)
 
 __version__ = "0.1.0"
 
@@ -71,4 +81,6 @@ __all__ = [
     "FeatureAugmenter", "Policy", "PolicyConfig", "Schedule",
     "ModelSplit", "resolve_layer", "split_model",
     "FeatureStats", "feature_stats", "perturb_stats",
+    "DecoderConfig", "FeatureDecoder", "FeatureInverter", "GridConfig", "TestsetConfig", "make_grid", "make_testset",
+    "train_decoder",
 ]

@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "timm-train": ("advbn_aug.integrations.timm_train", "run your timm checkout's train.py with AdvBN "
                    "(--timm-train PATH/TO/train.py)"),
     "layers": ("advbn_aug.layer_survey", "list candidate AdvBN layers of a timm or torchvision model"),
+    "visualise": ("advbn_aug.visualise.command", "decode AdvBN-perturbed features to images (decoder, grid, test set)"),
 }
 
 

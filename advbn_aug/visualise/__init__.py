@@ -1,0 +1,31 @@
+"""See what AdvBN does: invert a layer of your model with a trained decoder, decode AdvBN-perturbed (and MixStyle,
+DSU, corrupted, AdaIN-restyled) features into images, and write an adversarial-style copy of a test set.
+
+::
+
+    result = train_decoder(DecoderConfig(model="resnet20", layer="layer1", threads=1))   # decoder.pt, PSNR
+    make_grid(GridConfig(decoder="runs/visualise/decoder/decoder.pt"))                  # grid.png, index.html
+    make_testset(TestsetConfig(variant="advbn"))                       # test_lossless1000.npz for advbn-aug eval
+
+The command line is ``advbn-aug visualise train-decoder | grid | make-testset``.
+"""
+
+from .config import DecoderConfig, GridConfig, SourceConfig, TestsetConfig
+from .decoder import DecoderArch, DecoderSource, FeatureDecoder, load_decoder, save_decoder
+from .gallery import GridResult, make_grid
+from .grid import Row, write_grid
+from .inverter import FeatureInverter, open_inverter
+from .shifts import AdvBNShift, SuffixModel, adain, advbn_shift
+from .source import LayerEncoder, load_encoder
+from .testset import TestsetResult, make_testset
+from .train import TrainResult, psnr, train_decoder
+
+__all__ = [
+    "SourceConfig", "DecoderConfig", "GridConfig", "TestsetConfig",
+    "FeatureDecoder", "DecoderArch", "DecoderSource", "load_decoder", "save_decoder",
+    "LayerEncoder", "load_encoder", "FeatureInverter", "open_inverter",
+    "TrainResult", "train_decoder", "psnr",
+    "AdvBNShift", "SuffixModel", "advbn_shift", "adain",
+    "Row", "write_grid", "GridResult", "make_grid",
+    "TestsetResult", "make_testset",
+]
