@@ -12,12 +12,13 @@ needs_data = pytest.mark.skipif(
 
 
 def toy_config(**kw):
-    """A recipe config small enough for a test: two steps on 40 images, 16 corrupted images, two corruptions."""
+    """A recipe config small enough for a test: two steps on 40 images, 16 corrupted images, two corruptions, no extra
+    evaluation modes (tests/test_recipe_extras.py turns them on)."""
     from advbn_aug.recipe.config import RecipeConfig
 
     base = dict(arms=["pretrained", "standard", "advbn"], seeds=[0], steps=2, batch_size=8, train_subset=40,
                 checkpoint_interval=1, eval_images=16, corruptions=["gaussian_noise", "contrast"], severities=[3],
                 clean_test_images=32, lossless_images=16, eval_batch_size=32,
-                advbn={"layer": "layer1", "eps": 1.1, "step_size": 0.2, "steps": 2})
+                advbn={"layer": "layer1", "eps": 1.1, "step_size": 0.2, "steps": 2}, extras=[])
     base.update(kw)
     return RecipeConfig(**base)

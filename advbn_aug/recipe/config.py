@@ -149,6 +149,12 @@ class RecipeConfig(DictConfig):
         clean_test_images: images of the JPEG test set for clean accuracy (``None``: all 10,000).
         lossless_images: images of ``test_lossless`` (``None``: all 1,000) for the JPEG-vs-lossless gap.
         checkpoint_interval: steps between resumable checkpoints.
+        extras: evaluation modes added to each run (``advbn_aug.recipe.extras``): ``adv_route`` (AdvBN arms through
+            their adversarial BatchNorms), ``tta`` (test-time BatchNorm adaptation), ``stylized``
+            (Stylized-CIFAR-10; needs ``pip install 'advbn-aug[stylized]'``).
+        tta_images, tta_modes, tta_momentum: the adaptation modes compared with no adaptation, on the first
+            ``tta_images`` images of the corruption subset (all corruptions and severities).
+        stylized: ``StylizedConfig`` keys (images, strengths, seed, style pool).
     """
 
     model: str = "resnet20"
@@ -176,6 +182,11 @@ class RecipeConfig(DictConfig):
     lossless_images: int | None = None
     eval_batch_size: int = 100
     checkpoint_interval: int = 25
+    extras: list[str] = field(default_factory=lambda: ["adv_route", "tta", "stylized"])
+    tta_images: int = 500
+    tta_modes: list[str] = field(default_factory=lambda: ["full", "online"])
+    tta_momentum: float = 0.1
+    stylized: dict[str, Any] = field(default_factory=lambda: {"images": 1000, "strengths": [0.5, 0.75, 1.0]})
 
     def __post_init__(self) -> None:
         if self.model not in ("resnet20", "resnet56"):
@@ -195,6 +206,21 @@ class RecipeConfig(DictConfig):
         if not self.arms:
             raise ValueError("arms is empty: pass at least one arm")
         prefix_names(self.advbn.get("layer", "layer1"))
+        known = ("adv_route", "tta", "stylized")
+        bad = [e for e in self.extras if e not in known]
+        if bad:
+            raise ValueError(f"unknown evaluation mode(s) {bad} in extras: choose from {list(known)}")
+        if not isinstance(self.tta_images, int) or self.tta_images < 1:
+            raise ValueError(f"tta_images must be an integer >= 1, got {self.tta_images!r}")
+        bad = [m for m in self.tta_modes if m not in ("none", "full", "online")]
+        if bad:
+            raise ValueError(f"unknown tta_modes {bad}: choose from ['full', 'online']")
+        if not 0 < self.tta_momentum <= 1:
+            raise ValueError(f"tta_momentum must be in (0, 1], got {self.tta_momentum}")
+        if "stylized" in self.extras:
+            from ..eval.stylized import StylizedConfig
+
+            StylizedConfig.from_dict(dict(self.stylized))  # bad keys/values fail here, not after training
         self.seeds = [int(s) for s in self.seeds]
         self.severities = [int(s) for s in self.severities]
 
@@ -236,6 +262,7 @@ TINY = RecipeConfig(
                  "strength": 1.0, "group_size": 8},
     eval_images=100, corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"],
     severities=[1, 5], clean_test_images=500, lossless_images=200, eval_batch_size=100,
+    tta_images=50, stylized={"images": 20, "strengths": [0.5, 1.0]},
 )
 
 

@@ -15,6 +15,7 @@ import torch
 from .config import ArmConfig, RecipeConfig, digest, load_arms
 from .data import RecipeData, deepaugment_data
 from .evaluate import _evaluate
+from .extras import evaluate_extras, missing_extras
 from .lock import _run_lock
 from .table import aggregate
 from .train import _load_model, _train, export_state_dict, sha256_file
@@ -78,9 +79,12 @@ def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs
     result_path = run_dir / "result.json"
     train_key, eval_key = digest(cfg.train_key()), digest(cfg.eval_key())
     archived = archive_dir / arm.name / f"seed{seed}" / "result.json" if archive_dir is not None else None
+    old = None
     for path in (result_path, archived):
         old = _finished(path, cfg, arm) if path is not None and not force else None
         if old is not None:
+            if path == result_path and missing_extras(cfg, arm, old) and (run_dir / "model.pt").is_file():
+                break  # finished, but evaluation modes are missing and the model is here: add them
             log.info("skip %s seed %d: finished (%s)", arm.name, seed, path)
             return old
     with _run_lock(run_dir) as mine:
@@ -89,8 +93,10 @@ def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs
             return None
         handler = _run_logger((log_dir or run_dir) / f"{arm.name}_seed{seed}.log")
         try:
-            result = _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progress, runs_dir,
-                                     train_key, eval_key, force)
+            result = old or _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progress,
+                                            runs_dir, train_key, eval_key, force)
+            if evaluate_extras(cfg, arm, result, run_dir, data, device, amp, cache_dir, progress):
+                result_path.write_text(json.dumps(result, indent=1))
             if archived is not None:
                 archived.parent.mkdir(parents=True, exist_ok=True)
                 archived.write_text(json.dumps(result, indent=1))

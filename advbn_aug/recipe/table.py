@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .config import ArmConfig, RecipeConfig, prefix_names
+from .evidence import arm_metrics, confidence_interval, evidence_matrix, format_evidence
+from .evidence import interval_text as _interval_text
+from .evidence import stat as _stat
 from .plot import plot_table
+
+__all__ = ["aggregate", "format_table", "short_table", "confidence_interval"]
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -21,11 +24,6 @@ log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (
 _COLUMNS = (("clean_acc_jpeg", "clean JPEG test"), ("clean_acc_lossless", "clean lossless-1k"),
             ("jpeg_gap", "lossless - JPEG (same 1k)"), ("mca", "mCA (all evaluated)"),
             ("mca_benchmark15", "mCA (benchmark 15)"))
-
-
-def _stat(values: list[float]) -> dict[str, float | int]:
-    arr = np.asarray(values, dtype=float)
-    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, "n": len(arr)}
 
 
 def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, arm_order: Sequence[str],
@@ -56,6 +54,8 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
     done = {(r["arm"]["name"], r["seed"]) for r in results}
     missing = [f"{a.name}/seed{s}" for a, s in jobs if (a.name, s) not in done]
     doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks, "missing": missing,
+           "modes": arm_metrics({a: by_arm[a] for a in order}),
+           "evidence": evidence_matrix(by_arm, _HYPOTHESES),
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
     (output / "results.json").write_text(json.dumps(doc, indent=1))
@@ -125,26 +125,6 @@ def _hypotheses(table: dict[str, Any], by_arm: dict[str, list[dict[str, Any]]] |
     return out
 
 
-def confidence_interval(stat: dict[str, Any], level: float = 0.95) -> tuple[float, float] | None:
-    """Student-t interval for the mean of ``n`` paired differences (``_stat`` dict); ``None`` for ``n < 2``."""
-    from scipy import stats
-
-    n = int(stat["n"])
-    if n < 2:
-        return None
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * stat["std"] / n ** 0.5
-    return stat["mean"] - half, stat["mean"] + half
-
-
-def _interval_text(name: str, stat: dict[str, Any]) -> str:
-    ci = confidence_interval(stat)
-    if ci is None:
-        return f"{name} {100 * stat['mean']:+.2f} (one seed: no interval)"
-    lo, hi = 100 * ci[0], 100 * ci[1]
-    verdict = "excludes 0" if lo > 0 or hi < 0 else "includes 0"
-    return f"{name} {100 * stat['mean']:+.2f} [95% CI {lo:+.2f}, {hi:+.2f}; {verdict}]"
-
-
 def _paired_text(v: dict[str, Any]) -> str:
     p = v.get("paired")
     if not p:
@@ -202,6 +182,9 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
         lines.append(head + " on these means." + _paired_text(v))
     if not h:
         lines.append("- not enough finished arms yet.")
+    evidence = format_evidence(doc, _HYPOTHESES)
+    if evidence:
+        lines += [""] + evidence
     missing = doc.get("missing", [])
     lines += ["", f"Runs still missing ({len(missing)}): " + (", ".join(missing) if missing else "none") + "."]
     corr = sorted({c for row in arms.values() for c in row["per_corruption"]})

@@ -1,0 +1,160 @@
+"""Evaluation modes added to a finished run: the adversarial-BatchNorm route, test-time BatchNorm adaptation and
+Stylized-CIFAR-10.
+
+Each mode is stored under ``result["extras"][name]`` with its own key (a digest of the settings it depends on), so
+adding or changing a mode evaluates the models that are still on disk without retraining, and leaves the main
+result (matched by ``train_key``/``eval_key``) valid. A run whose model files are gone (a result committed on another
+machine) keeps its missing modes; the table lists them.
+
+- ``adv_route`` (AdvBN arms): the model with its adversarial BatchNorms (``model_adv.pt``) on the clean test sets and
+  the corruption grid, exactly as the main evaluation (the paper evaluates style shifts through this route).
+- ``tta``: mCA on the first ``tta_images`` images of the corruption subset (and clean accuracy on them) without
+  adaptation, with statistics re-estimated per set (``full``) and with online momentum updates (``online``),
+  through the clean route.
+- ``stylized``: accuracy on Stylized-CIFAR-10 (:mod:`advbn_aug.eval.stylized`) at each strength, per TTA mode,
+  through the clean route and (AdvBN arms) the adversarial one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ArmConfig, RecipeConfig, digest
+from .data import RecipeData
+from .evaluate import _evaluate, fuse_for_eval
+
+log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
+
+EXTRAS: tuple[str, ...] = ("adv_route", "tta", "stylized")
+
+
+def extra_key(cfg: RecipeConfig, name: str) -> str:
+    """Digest of the settings evaluation mode ``name`` depends on (besides the trained model)."""
+    base = {"name": name, "eval": cfg.eval_key(), "version": 1}
+    if name == "tta":
+        base.update(images=cfg.tta_images, modes=list(cfg.tta_modes), momentum=cfg.tta_momentum)
+    elif name == "stylized":
+        base.update(stylized=dict(cfg.stylized), modes=list(cfg.tta_modes), momentum=cfg.tta_momentum)
+    return digest(base)
+
+
+def missing_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any]) -> list[str]:
+    """The modes of ``cfg.extras`` that ``result`` lacks (or has with other settings); ``adv_route`` only for
+    AdvBN arms."""
+    have = result.get("extras", {})
+    return [n for n in cfg.extras if (n != "adv_route" or arm.advbn)
+            and have.get(n, {}).get("key") != extra_key(cfg, n)]
+
+
+def _load(cfg: RecipeConfig, path: Path) -> nn.Module:
+    from ..eval import load_model
+
+    return load_model(cfg.model, path)[0].eval()
+
+
+def _norm() -> dict[str, Any]:
+    from ..cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
+
+    return {"mean": CIFAR_RESNET_MEAN, "std": CIFAR_RESNET_STD}
+
+
+def _adv_route(cfg: RecipeConfig, model_adv: nn.Module, data: RecipeData, device: torch.device, amp: bool,
+               name: str, run_dir: Path, cache_dir: str | None, progress: bool) -> dict[str, Any]:
+    ev = _evaluate(model_adv, cfg, data, device, amp, f"{name} (adv BN)", run_dir / "eval_adv", cache_dir, progress)
+    keep = ("clean_acc_jpeg", "clean_acc_lossless", "jpeg_gap", "mca", "mca_benchmark15", "per_corruption",
+            "eval_seconds")
+    return {k: ev[k] for k in keep if k in ev}
+
+
+def _tta(cfg: RecipeConfig, model: nn.Module, data: RecipeData, device: torch.device, amp: bool,
+         cache_dir: str | None) -> dict[str, Any]:
+    from ..eval import corrupted_set, images_fingerprint, resolve_corruptions
+    from ..eval.bn_adapt import adapted_predict
+    from ..eval.evaluate import _batches, predict, prepare_batch
+
+    n = min(cfg.tta_images, len(data.eval_x))
+    x_clean, y = data.eval_x[:n], data.eval_y[:n]
+    fingerprint = images_fingerprint(data.eval_x)  # the cached sets are those of the main evaluation
+    run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm())
+    folded = fuse_for_eval(model)  # no adaptation: the same function, faster
+
+    def acc(images: np.ndarray, mode: str) -> float:
+        m = folded if mode == "none" else model
+        preds = adapted_predict(predict, lambda xb: prepare_batch(xb, device, run["mean"], run["std"]), m, images,
+                                lambda imgs: _batches(imgs, cfg.eval_batch_size), mode, cfg.tta_momentum, **run)[0]
+        return float((preds == y).mean())
+
+    modes = ["none", *[m for m in cfg.tta_modes if m != "none"]]
+    out: dict[str, Any] = {"images": n, "modes": {}}
+    per_set: dict[str, list[float]] = {m: [] for m in modes}
+    for c in resolve_corruptions(cfg.corruptions):
+        for s in cfg.severities:
+            xs = corrupted_set(data.eval_x, c, s, dataset="cifar10", cache_dir=cache_dir, fingerprint=fingerprint)[0]
+            for m in modes:
+                per_set[m].append(acc(xs[:n], m))
+    for m in modes:
+        out["modes"][m] = {"clean_acc": acc(x_clean, m), "mca": float(np.mean(per_set[m]))}
+    return out
+
+
+def _stylized(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData, device: torch.device, amp: bool,
+              name: str, cache_dir: str | None) -> dict[str, Any]:
+    from ..eval.stylized import StylizedConfig, evaluate_stylized, open_network
+
+    scfg = StylizedConfig.from_dict(dict(cfg.stylized))
+    network = open_network(scfg.models, scfg.threads)
+    out: dict[str, Any] = {}
+    for route, model in models.items():
+        modes = ["none", *[m for m in cfg.tta_modes if m != "none"]] if route == "clean" else ["none"]
+        for mode in modes:
+            res = evaluate_stylized(model, data.test_x, data.test_y, scfg, batch_size=cfg.eval_batch_size,
+                                    device=str(device), amp=amp, tta=mode, tta_momentum=cfg.tta_momentum,
+                                    name=f"{name} {route} {mode}", network=network, cache_dir=cache_dir, **_norm())
+            out.setdefault(route, {})[mode] = {"clean_acc": res.clean_accuracy,
+                                               "accuracy": {f"{s:g}": a for s, a in res.accuracy.items()},
+                                               "mean": float(np.mean(list(res.accuracy.values())))}
+            out["images"] = res.num_images
+    return out
+
+
+def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], run_dir: Path, data: RecipeData,
+                    device: torch.device, amp: bool, cache_dir: str | None, progress: bool) -> bool:
+    """Add the missing evaluation modes of ``result`` (in place) from the models in ``run_dir``; returns whether
+    anything was added. A mode whose inputs are unavailable (model files gone, the ``stylized`` extra not
+    installed) is logged and left missing."""
+    todo = missing_extras(cfg, arm, result)
+    model_path, adv_path = run_dir / "model.pt", run_dir / "model_adv.pt"
+    if not todo or not model_path.is_file():
+        return False
+    name = f"{arm.name}/seed{result['seed']}"
+    model = _load(cfg, model_path)
+    extras = result.setdefault("extras", {})
+    added = False
+    for mode in todo:
+        t0 = time.perf_counter()
+        if mode in ("adv_route", "stylized") and arm.advbn and not adv_path.is_file():
+            log.warning("%s: %s skipped: %s is missing (trained before the adversarial route was exported)", name,
+                        mode, adv_path)
+            continue
+        if mode == "adv_route":
+            value = _adv_route(cfg, _load(cfg, adv_path), data, device, amp, name, run_dir, cache_dir, progress)
+        elif mode == "tta":
+            value = _tta(cfg, model, data, device, amp, cache_dir)
+        else:
+            models = {"clean": model, **({"adv": _load(cfg, adv_path)} if arm.advbn else {})}
+            try:
+                value = _stylized(cfg, models, data, device, amp, name, cache_dir)
+            except ImportError as err:
+                log.warning("%s: stylized skipped: %s", name, err)
+                continue
+        extras[mode] = {"key": extra_key(cfg, mode), **value, "seconds": round(time.perf_counter() - t0, 1)}
+        log.info("%s: evaluation mode %s done (%.0fs)", name, mode, extras[mode]["seconds"])
+        added = True
+    return added
