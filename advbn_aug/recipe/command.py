@@ -55,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clean-test-images", type=int, default=None, help="JPEG test images for clean accuracy")
     parser.add_argument("--eval-batch-size", type=int, default=None)
     parser.add_argument("--checkpoint-interval", type=int, default=None)
+    parser.add_argument("--extras", nargs="+", default=None, metavar="MODE",
+                        help="evaluation modes added to each run: adv_route tta stylized (default: all three for the "
+                        "full preset), or 'none'")
+    parser.add_argument("--tta-images", type=int, default=None, help="images of the corruption subset evaluated with "
+                        "test-time BatchNorm adaptation (default 500)")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     parser.add_argument("--no-amp", action="store_true", help="disable AMP (float16 autocast) on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -107,7 +112,8 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
                                train_subset=args.train_subset, advbn=advbn or None, eval_images=args.eval_images,
                                corruptions=corruptions, severities=args.severities,
                                clean_test_images=args.clean_test_images, eval_batch_size=args.eval_batch_size,
-                               checkpoint_interval=args.checkpoint_interval)
+                               checkpoint_interval=args.checkpoint_interval,
+                               extras=[] if args.extras == ["none"] else args.extras, tta_images=args.tta_images)
 
 
 def run(args: argparse.Namespace) -> int:
