@@ -220,3 +220,22 @@ def test_committed_short_runs_are_still_finished_runs_of_the_short_preset():
     # and the runner collects them from the committed copies alone
     jobs = [(DEFAULT_ARMS[p.parts[-3]], int(p.parts[-2].removeprefix("seed"))) for p in paths]
     assert len(_collect(SHORT, jobs, REPO / "no-such-runs-folder", folder)) == len(paths)
+
+
+@needs_data
+def test_same_seed_gives_bit_identical_weights(tmp_path):
+    """Issue 15: runs are deterministic on one machine (same seed, threads, torch build): the README says so."""
+    import torch
+
+    from advbn_aug.recipe import run_recipe
+
+    cfg = toy_config(arms=["standard", "advbn", "mixstyle"], corruptions=["contrast"], eval_images=8,
+                     clean_test_images=8, lossless_images=8)
+    before = torch.are_deterministic_algorithms_enabled()
+    docs = [run_recipe(cfg, output=tmp_path / f"o{i}", runs_dir=tmp_path / f"r{i}", progress=False,
+                       cache_dir=str(tmp_path / "c")) for i in range(2)]
+    assert torch.are_deterministic_algorithms_enabled() == before  # the setting is restored after training
+    shas = [{a: row["sha256"]["seed0"] for a, row in d["arms"].items()} for d in docs]
+    assert shas[0] == shas[1] and len(set(shas[0].values())) == 3
+    meta = json.loads((tmp_path / "r0" / "advbn" / "seed0" / "train.json").read_text())
+    assert meta["threads"] == torch.get_num_threads() and meta["torch"] == torch.__version__

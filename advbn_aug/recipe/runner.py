@@ -18,7 +18,7 @@ from .evaluate import _evaluate
 from .extras import evaluate_extras, missing_extras
 from .lock import _run_lock
 from .table import aggregate
-from .train import _load_model, _train, export_state_dict, sha256_file
+from .train import _load_model, _train, deterministic_algorithms, export_state_dict, sha256_file
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -124,7 +124,8 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
             info: dict[str, Any] = {"history": [], "train_seconds": 0.0, "trainable_parameters": 0}
         else:
             extra = deepaugment_data(cfg, data, runs_dir / "_cache", device, progress) if arm.deepaugment else None
-            model, info = _train(cfg, arm, seed, data, run_dir, device, amp, extra, progress)
+            with deterministic_algorithms():
+                model, info = _train(cfg, arm, seed, data, run_dir, device, amp, extra, progress)
         state = export_state_dict(model, keys)
         tmp = model_path.with_suffix(".tmp")
         torch.save(state, tmp)

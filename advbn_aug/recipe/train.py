@@ -3,10 +3,11 @@ random crop + flip, the resumable training loop, and the export of a plain ``sta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,22 @@ def _build_policy(cfg: RecipeConfig, arm: ArmConfig):
 
 def _lr_at(cfg: RecipeConfig, step: int) -> float:
     return cfg.lr * (cfg.decay_rate if step >= int(round(cfg.decay_at * cfg.steps)) else 1.0)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Inside the block: PyTorch's deterministic algorithms (warn-only where an op has none) and no cuDNN
+    autotuning; the previous settings come back afterwards. With the same seed, thread count, torch build and
+    machine, a run then gives bit-identical weights (``tests/test_recipe.py`` checks it on CPU)."""
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark = prev[2]
 
 
 def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path, device: torch.device,
@@ -183,4 +200,5 @@ def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_d
     for p in plain.parameters():
         p.requires_grad_(True)
     return plain.cpu().eval(), {"history": history, "train_seconds": round(train_seconds, 2),
-                                "trainable_parameters": n_params}
+                                "trainable_parameters": n_params, "threads": torch.get_num_threads(),
+                                "torch": torch.__version__}
