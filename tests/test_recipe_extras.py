@@ -47,13 +47,19 @@ def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter
         raise AssertionError("adding evaluation modes must not retrain")
 
     monkeypatch.setattr(runner, "_train", boom)
-    cfg2 = cfg.with_overrides(extras=["adv_route", "tta", "stylized"], tta_images=8,
-                              stylized={"images": 10, "strengths": [0.5, 1.0]})
+    cfg2 = cfg.with_overrides(extras=["adv_route", "tta", "stylized", "decoded"], tta_images=8,
+                              stylized={"images": 10, "strengths": [0.5, 1.0]},
+                              decoded={"epochs": 1, "train_images": 64, "steps": 1, "images": 20})
     doc = run_recipe(cfg2, output=out, runs_dir=runs, progress=False, cache_dir=str(tmp_path / "c"))
     adv = json.loads((runs / "advbn" / "seed0" / "result.json").read_text())
     std = json.loads((runs / "standard" / "seed0" / "result.json").read_text())
     assert adv["train_key"] == plain["train_key"] and adv["sha256"] == plain["sha256"]
-    assert set(adv["extras"]) == {"adv_route", "tta", "stylized"} and set(std["extras"]) == {"tta", "stylized"}
+    assert set(adv["extras"]) == {"adv_route", "tta", "stylized", "decoded"}
+    assert set(std["extras"]) == {"tta", "stylized", "decoded"}
+    dec = adv["extras"]["decoded"]
+    assert dec["images"] == 20 and set(dec["clean"]) == set(dec["adv"]) == {"advbn", "adain", "reconstruct"}
+    assert "adv" not in std["extras"]["decoded"]
+    assert len(list(runs.glob("_cache/decoded-*/advbn/test_lossless1000.npz"))) == 1  # made once, shared
     assert adv["extras"]["tta"]["key"] == extra_key(cfg2, "tta")
     # the adversarial route is another model: its accuracies are its own, not a copy of the clean route's
     route = adv["extras"]["adv_route"]

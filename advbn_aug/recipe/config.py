@@ -151,10 +151,13 @@ class RecipeConfig(DictConfig):
         checkpoint_interval: steps between resumable checkpoints.
         extras: evaluation modes added to each run (``advbn_aug.recipe.extras``): ``adv_route`` (AdvBN arms through
             their adversarial BatchNorms), ``tta`` (test-time BatchNorm adaptation), ``stylized``
-            (Stylized-CIFAR-10; needs ``pip install 'advbn-aug[stylized]'``).
+            (Stylized-CIFAR-10; needs ``pip install 'advbn-aug[stylized]'``), ``decoded`` (test images decoded from
+            AdvBN-perturbed / AdaIN-swapped features at the AdvBN layer).
         tta_images, tta_modes, tta_momentum: the adaptation modes compared with no adaptation, on the first
             ``tta_images`` images of the corruption subset (all corruptions and severities).
         stylized: ``StylizedConfig`` keys (images, strengths, seed, style pool).
+        decoded: the ``decoded`` mode's test sets (``advbn_aug.recipe.decoded``): decoder ``epochs`` and
+            ``train_images``, AdvBN ``eps`` and ``steps`` of the attack, ``images`` (of the 1,000 lossless ones).
     """
 
     model: str = "resnet20"
@@ -182,11 +185,13 @@ class RecipeConfig(DictConfig):
     lossless_images: int | None = None
     eval_batch_size: int = 100
     checkpoint_interval: int = 25
-    extras: list[str] = field(default_factory=lambda: ["adv_route", "tta", "stylized"])
+    extras: list[str] = field(default_factory=lambda: ["adv_route", "tta", "stylized", "decoded"])
     tta_images: int = 500
     tta_modes: list[str] = field(default_factory=lambda: ["full", "online"])
     tta_momentum: float = 0.1
     stylized: dict[str, Any] = field(default_factory=lambda: {"images": 1000, "strengths": [0.5, 0.75, 1.0]})
+    decoded: dict[str, Any] = field(default_factory=lambda: {"epochs": 5, "train_images": 6000, "eps": 1.1,
+                                                             "steps": 6, "images": 1000})
 
     def __post_init__(self) -> None:
         if self.model not in ("resnet20", "resnet56"):
@@ -206,7 +211,7 @@ class RecipeConfig(DictConfig):
         if not self.arms:
             raise ValueError("arms is empty: pass at least one arm")
         prefix_names(self.advbn.get("layer", "layer1"))
-        known = ("adv_route", "tta", "stylized")
+        known = ("adv_route", "tta", "stylized", "decoded")
         bad = [e for e in self.extras if e not in known]
         if bad:
             raise ValueError(f"unknown evaluation mode(s) {bad} in extras: choose from {list(known)}")
@@ -264,6 +269,7 @@ TINY = RecipeConfig(
     eval_images=100, corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"],
     severities=[1, 5], clean_test_images=500, lossless_images=200, eval_batch_size=100,
     tta_images=50, stylized={"images": 20, "strengths": [0.5, 1.0]},
+    decoded={"epochs": 1, "train_images": 128, "eps": 1.1, "steps": 2, "images": 50},
 )
 
 

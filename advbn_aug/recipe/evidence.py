@@ -89,6 +89,12 @@ def _metrics(strengths: tuple[str, ...] = ("0.5", "0.75", "1")) -> dict[str, tup
     for mode in ("full", "online"):
         m[f"stylized_tta_{mode}"] = (f"Stylized-CIFAR-10 (mean), TTA {mode}",
                                      lambda r, mode=mode: _get(r, "extras", "stylized", "clean", mode, "mean"))
+    for variant, label in (("advbn", "AdvBN-perturbed"), ("adain", "AdaIN-swapped"), ("reconstruct", "reconstructed")):
+        m[f"decoded_{variant}"] = (f"decoded {label} test images",
+                                   lambda r, v=variant: _get(r, "extras", "decoded", "clean", v))
+        m[f"decoded_{variant}_adv"] = (f"decoded {label} test images, adversarial BN",
+                                       _adv_or_clean("decoded", "adv", variant,
+                                                     clean=("extras", "decoded", "clean", variant)))
     return m
 
 

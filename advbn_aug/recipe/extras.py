@@ -13,6 +13,8 @@ machine) keeps its missing modes; the table lists them.
   through the clean route.
 - ``stylized``: accuracy on Stylized-CIFAR-10 (:mod:`advbn_aug.eval.stylized`) at each strength, per TTA mode,
   through the clean route and (AdvBN arms) the adversarial one.
+- ``decoded``: accuracy on the test images decoded from AdvBN-perturbed and AdaIN-swapped features, and on plain
+  reconstructions (:mod:`advbn_aug.recipe.decoded`), through both routes.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from .evaluate import _evaluate, fuse_for_eval
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
-EXTRAS: tuple[str, ...] = ("adv_route", "tta", "stylized")
+EXTRAS: tuple[str, ...] = ("adv_route", "tta", "stylized", "decoded")
 
 
 def extra_key(cfg: RecipeConfig, name: str) -> str:
@@ -42,6 +44,10 @@ def extra_key(cfg: RecipeConfig, name: str) -> str:
         base.update(images=cfg.tta_images, modes=list(cfg.tta_modes), momentum=cfg.tta_momentum)
     elif name == "stylized":
         base.update(stylized=dict(cfg.stylized), modes=list(cfg.tta_modes), momentum=cfg.tta_momentum)
+    elif name == "decoded":
+        from .decoded import decoded_key
+
+        base.update(sets=decoded_key(cfg))
     return digest(base)
 
 
@@ -124,11 +130,27 @@ def _stylized(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData,
     return out
 
 
+def _decoded(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData, device: torch.device, amp: bool,
+             cache_root: Path) -> dict[str, Any]:
+    from ..eval import predict
+    from .decoded import decoded_sets
+
+    sets = decoded_sets(cfg, cache_root, data.data_dir)
+    run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm())
+    out: dict[str, Any] = {"images": len(next(iter(sets.values()))[1])}
+    for route, model in models.items():
+        folded = fuse_for_eval(model)
+        out[route] = {v: float((predict(folded, x, **run)[0] == y).mean()) for v, (x, y) in sets.items()}
+    return out
+
+
 def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], run_dir: Path, data: RecipeData,
-                    device: torch.device, amp: bool, cache_dir: str | None, progress: bool) -> bool:
+                    device: torch.device, amp: bool, cache_dir: str | None, progress: bool,
+                    cache_root: Path | None = None) -> bool:
     """Add the missing evaluation modes of ``result`` (in place) from the models in ``run_dir``; returns whether
     anything was added. A mode whose inputs are unavailable (model files gone, the ``stylized`` extra not
-    installed) is logged and left missing."""
+    installed) is logged and left missing. ``cache_root``: where the decoded sets are made once (default: the
+    ``_cache`` folder of the runs folder)."""
     todo = missing_extras(cfg, arm, result)
     model_path, adv_path = run_dir / "model.pt", run_dir / "model_adv.pt"
     if not todo or not model_path.is_file():
@@ -139,7 +161,7 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
     added = False
     for mode in todo:
         t0 = time.perf_counter()
-        if mode in ("adv_route", "stylized") and arm.advbn and not adv_path.is_file():
+        if mode != "tta" and arm.advbn and not adv_path.is_file():
             log.warning("%s: %s skipped: %s is missing (trained before the adversarial route was exported)", name,
                         mode, adv_path)
             continue
@@ -147,6 +169,9 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
             value = _adv_route(cfg, _load(cfg, adv_path), data, device, amp, name, run_dir, cache_dir, progress)
         elif mode == "tta":
             value = _tta(cfg, model, data, device, amp, cache_dir)
+        elif mode == "decoded":
+            models = {"clean": model, **({"adv": _load(cfg, adv_path)} if arm.advbn else {})}
+            value = _decoded(cfg, models, data, device, amp, cache_root or run_dir.parent.parent / "_cache")
         else:
             models = {"clean": model, **({"adv": _load(cfg, adv_path)} if arm.advbn else {})}
             try:
