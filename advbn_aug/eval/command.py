@@ -94,6 +94,52 @@ def _stylized(args: argparse.Namespace, cfg: StylizedConfig, model: nn.Module, m
                              cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
 
 
+def _clean_only(args: argparse.Namespace) -> int:
+    """``--corruptions none`` without ``--stylized``: the clean accuracy on ``--data-dir``/``--split`` alone (e.g. a
+    decoded test set from ``advbn-aug visualise make-testset``), per BatchNorm route and adaptation mode."""
+    import json
+    from pathlib import Path
+
+    from ..data import load_cifar10
+    from .bn_adapt import adapted_predict
+    from .evaluate import _batches, _resolve_device, load_model, predict, prepare_batch
+
+    if args.dataset != "cifar10":
+        print("advbn-aug eval: error: --corruptions none evaluates a CIFAR-10-format split (--data-dir/--split); "
+              "for ImageNet-C pass the corruptions to evaluate", file=sys.stderr)
+        return 2
+    try:
+        x, y = load_cifar10(args.split, args.data_dir)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"advbn-aug eval: error: {err}", file=sys.stderr)
+        return 2
+    x, y = x[:args.num_images], y[:args.num_images]
+    device = _resolve_device(args.device)
+    routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
+    modes = ("none", "full", "online") if args.tta == "all" else (args.tta,)
+    out: dict[str, float] = {}
+    for route in routes:
+        try:
+            model, mean, std = load_model(args.model, args.checkpoint, args.num_classes, bn=route)
+        except (ValueError, FileNotFoundError, TypeError) as err:
+            print(f"advbn-aug eval: error: {err}", file=sys.stderr)
+            return 2
+        model.to(device)
+        run_kw = dict(batch_size=args.batch_size, device=device, mean=mean, std=std, amp=not args.no_amp)
+        for tta in modes:
+            preds = adapted_predict(predict, lambda xb, m=mean, s=std: prepare_batch(xb, device, m, s), model, x,
+                                    lambda imgs: _batches(imgs, args.batch_size), tta, args.tta_momentum, **run_kw)[0]
+            key = f"bn_{route}/tta_{tta}"
+            out[key] = float((preds == y).mean())
+            print(f"{args.name or args.model} [{route} BN, TTA {tta}]: clean accuracy on {args.split} "
+                  f"({len(y)} images): {100 * out[key]:.2f}%")
+    Path(args.output).mkdir(parents=True, exist_ok=True)
+    (Path(args.output) / "clean.json").write_text(json.dumps({"split": args.split, "data_dir": args.data_dir,
+                                                              "num_images": len(y), "accuracy": out}, indent=1))
+    print(f"reports written to {args.output}/ (clean.json)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the model, evaluate (once per BatchNorm route), write the reports and print the Markdown summaries."""
     from ..config_cli import config_from_args
@@ -103,8 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
     corruptions = args.corruptions.strip().lower() != "none"
     if not corruptions and not args.stylized:
-        print("advbn-aug eval: error: --corruptions none leaves nothing to evaluate: add --stylized", file=sys.stderr)
-        return 2
+        return _clean_only(args)
     stylized_cfg = config_from_args(args, StylizedConfig, prefix="stylized-") if args.stylized else None
     routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
     modes = ("none", "full", "online") if args.tta == "all" else (args.tta,)
