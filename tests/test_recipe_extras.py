@@ -27,8 +27,10 @@ class _Painter:
 @pytest.fixture
 def painter(monkeypatch):
     import advbn_aug.eval.stylized as stylized
+    import advbn_aug.recipe.extras as extras
 
     monkeypatch.setattr(stylized, "open_network", lambda models=None, threads=1: _Painter())
+    monkeypatch.setattr(extras, "_NETWORKS", {})  # no network opened by an earlier test
 
 
 @needs_data

@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="evaluation modes added to each run: adv_route tta stylized (default: all three for the "
                         "full preset), or 'none'")
     parser.add_argument("--tta-images", type=int, default=None, help="images of the corruption subset evaluated with "
-                        "test-time BatchNorm adaptation (default 500)")
+                        "test-time BatchNorm adaptation (default 250)")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     parser.add_argument("--no-amp", action="store_true", help="disable AMP (float16 autocast) on CUDA")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

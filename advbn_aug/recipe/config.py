@@ -186,7 +186,7 @@ class RecipeConfig(DictConfig):
     eval_batch_size: int = 100
     checkpoint_interval: int = 25
     extras: list[str] = field(default_factory=lambda: ["adv_route", "tta", "stylized", "decoded"])
-    tta_images: int = 500
+    tta_images: int = 250
     tta_modes: list[str] = field(default_factory=lambda: ["full", "online"])
     tta_momentum: float = 0.1
     stylized: dict[str, Any] = field(default_factory=lambda: {"images": 1000, "strengths": [0.5, 0.75, 1.0]})
@@ -268,7 +268,7 @@ TINY = RecipeConfig(
                  "strength": 1.0, "group_size": 8},
     eval_images=100, corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"],
     severities=[1, 5], clean_test_images=500, lossless_images=200, eval_batch_size=100,
-    tta_images=50, stylized={"images": 20, "strengths": [0.5, 1.0]},
+    tta_images=20, stylized={"images": 20, "strengths": [0.5, 1.0]},
     decoded={"epochs": 1, "train_images": 128, "eps": 1.1, "steps": 2, "images": 50},
 )
 

@@ -35,6 +35,7 @@ from .evaluate import _evaluate, fuse_for_eval
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
 EXTRAS: tuple[str, ...] = ("adv_route", "tta", "stylized", "decoded")
+_NETWORKS: dict[tuple[str | None, int], Any] = {}
 
 
 def extra_key(cfg: RecipeConfig, name: str) -> str:
@@ -115,7 +116,10 @@ def _stylized(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData,
     from ..eval.stylized import StylizedConfig, evaluate_stylized, open_network
 
     scfg = StylizedConfig.from_dict(dict(cfg.stylized))
-    network = open_network(scfg.models, scfg.threads)
+    key = (scfg.models, scfg.threads)
+    if key not in _NETWORKS:  # the ONNX sessions take seconds to open: once per process
+        _NETWORKS[key] = open_network(scfg.models, scfg.threads)
+    network = _NETWORKS[key]
     out: dict[str, Any] = {}
     for route, model in models.items():
         modes = ["none", *[m for m in cfg.tta_modes if m != "none"]] if route == "clean" else ["none"]
