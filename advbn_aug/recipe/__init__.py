@@ -3,6 +3,7 @@
 
     advbn-aug recipe cifar10 --tiny                 # the whole pipeline at toy scale (< 5 min on CPU)
     advbn-aug recipe cifar10                        # the full table (recipes/cifar10/README.md)
+    advbn-aug recipe pacs --tiny                    # PACS with EfficientNet-Lite0 at toy scale (recipes/pacs/README.md)
 
 Library use::
 
@@ -18,7 +19,9 @@ table (``results.md``, ``results.json``, ``results.png``) is rewritten from ever
 Modules: ``config`` (arms, settings, presets, digests), ``data`` (the shared arrays, DeepAugment copies), ``lock``
 (the run lock), ``train`` (the fine-tuning loop, export), ``evaluate`` (one model's evaluation), ``runner`` (one
 run, every run, finished runs, code version), ``table`` (statistics, hypotheses, ``results.md``), ``plot``
-(``results.png``), ``command`` (``advbn-aug recipe``).
+(``results.png``), ``command`` (``advbn-aug recipe``). ``benchmark`` is the seam between this machinery and a
+benchmark (CIFAR-10 or PACS: data, model and frozen prefix, crop, evaluation, table); the PACS side lives in
+``pacs_config``, ``pacs_data``, ``pacs_eval``, ``pacs_table`` and ``pacs_command``.
 """
 
 from .command import add_arguments, run

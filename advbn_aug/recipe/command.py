@@ -13,23 +13,25 @@ from pathlib import Path
 
 import torch
 
+from .benchmark import benchmark_of
 from .config import ARM_ORDER, PRESETS, TINY, RecipeConfig
+from .pacs_command import add_pacs_arguments, pacs_config_from_args, pacs_default_folders
+from .pacs_config import PACS_PRESETS, PACSConfig
 from .runner import run_recipe
-from .table import short_table
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
-BENCHMARKS = ("cifar10",)
+BENCHMARKS = ("cifar10", "pacs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("benchmark", choices=BENCHMARKS + ("imagenet",), help="recipe to run (cifar10; imagenet "
-                        "recipes are shell commands in recipes/imagenet/)")
+    parser.add_argument("benchmark", choices=BENCHMARKS + ("imagenet",), help="recipe to run (cifar10, pacs; "
+                        "imagenet recipes are shell commands in recipes/imagenet/)")
     parser.add_argument("--tiny", action="store_true", help="toy scale (< 5 min on CPU): same pipeline, short table "
                         "(= --preset tiny)")
-    parser.add_argument("--preset", choices=tuple(PRESETS), default=None,
+    parser.add_argument("--preset", choices=tuple(dict.fromkeys([*PRESETS, *PACS_PRESETS])), default=None,
                         help="named settings: full (the default: the paper's lr 0.001 over one pass of the 50,000 "
                         "training images, 5 seeds), short (the first tables: lr 0.01, 100 steps from 5,000 images, "
-                        "3 seeds), tiny")
+                        "3 seeds), tiny; pacs: full (3 seeds, recipes/pacs/README.md), tiny")
     parser.add_argument("--config", default=None, help="recipe YAML (RecipeConfig keys); flags override it")
     parser.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default: all: {' '.join(ARM_ORDER)})")
     parser.add_argument("--arms-dir", default=None, help="folder of arm YAML files (adds/overrides built-in arms)")
@@ -38,9 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (shared *_jpeg.npz or torchvision's "
                         "cifar-10-batches-py); default: ../shared/data or $ADVBN_DATA")
     parser.add_argument("--output", default=None, help="results folder (default recipes/cifar10/results; with "
-                                                       "--tiny runs/cifar10-tiny, untracked)")
+                        "--tiny runs/cifar10-tiny, untracked; pacs: recipes/pacs/results/<task>, "
+                        "runs/pacs-tiny/<task>)")
     parser.add_argument("--runs-dir", default=None, help="runs folder (default recipes/cifar10/runs; with --tiny "
-                                                         "runs/cifar10-tiny/runs)")
+                        "runs/cifar10-tiny/runs; pacs: recipes/pacs/runs/<task>, runs/pacs-tiny/<task>/runs)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
     parser.add_argument("-b", "--batch-size", type=int, default=None, help="clean images per step")
     parser.add_argument("--lr", type=float, default=None)
@@ -73,6 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("AdvBN", "settings of the AdvBN arms (the recipe's advbn; the prefix up to "
                                       "the layer is always frozen)")
     add_config_arguments(group, AdvBNConfig, prefix="advbn-", exclude=("freeze_prefix",), defaults=UNSET)
+    add_pacs_arguments(parser)
 
 
 def default_folders(tiny: bool, preset: str = "full") -> tuple[Path, Path]:
@@ -86,7 +90,22 @@ def default_folders(tiny: bool, preset: str = "full") -> tuple[Path, Path]:
     return Path("recipes/cifar10/results"), Path("recipes/cifar10/runs")
 
 
-def config_from_args(args: argparse.Namespace) -> RecipeConfig:
+def config_from_args(args: argparse.Namespace) -> RecipeConfig | PACSConfig:
+    from ..advbn_config import AdvBNConfig
+    from ..config_cli import config_from_args as advbn_from_args
+    from ..config_cli import config_values
+
+    advbn = config_values(args, AdvBNConfig, prefix="advbn-")  # only the flags given
+    if getattr(args, "benchmark", "cifar10") == "pacs":
+        if advbn:
+            base = PACS_PRESETS["tiny" if args.tiny else "full"].advbn
+            advbn_from_args(args, AdvBNConfig, prefix="advbn-", base=AdvBNConfig.from_dict(dict(base)))
+        return pacs_config_from_args(args, advbn)
+    pacs_only = [f for f in ("protocol", "domain", "img_size", "test_images") if getattr(args, f, None) is not None]
+    if pacs_only:
+        from ..config_cli import ConfigArgumentError
+
+        raise ConfigArgumentError(f"--{pacs_only[0].replace('_', '-')} is a flag of the PACS recipe")
     if args.tiny and args.preset not in (None, "tiny"):
         from ..config_cli import ConfigArgumentError
 
@@ -96,11 +115,6 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig:
         if not Path(args.config).is_file():
             raise FileNotFoundError(f"--config {args.config} does not exist")
         base = RecipeConfig.from_yaml(Path(args.config))
-    from ..advbn_config import AdvBNConfig
-    from ..config_cli import config_from_args as advbn_from_args
-    from ..config_cli import config_values
-
-    advbn = config_values(args, AdvBNConfig, prefix="advbn-")  # only the flags given
     if advbn:
         advbn_from_args(args, AdvBNConfig, prefix="advbn-", base=AdvBNConfig.from_dict(dict(base.advbn)))
     corruptions = args.corruptions
@@ -124,10 +138,13 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
-    from ..eval.corruptions import resolve_corruptions
+    if isinstance(cfg, PACSConfig):
+        default_output, default_runs = pacs_default_folders(args.tiny or args.preset == "tiny", cfg)
+    else:
+        from ..eval.corruptions import resolve_corruptions
 
-    resolve_corruptions(cfg.corruptions)  # fail early on a bad name
-    default_output, default_runs = default_folders(args.tiny, args.preset or "full")
+        resolve_corruptions(cfg.corruptions)  # fail early on a bad name
+        default_output, default_runs = default_folders(args.tiny, args.preset or "full")
     output = Path(args.output or default_output)
     runs_dir = Path(args.runs_dir or default_runs)
     (output / "logs").mkdir(parents=True, exist_ok=True)
@@ -151,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
                          device=args.device, amp=not args.no_amp, cache_dir=args.cache_dir,
                          progress=not args.no_progress, force=args.force, commands=commands,
                          collect_only=args.collect)
-        print(short_table(doc))
+        print(benchmark_of(cfg).short_table(doc))
         print(f"results: {output / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
     finally:
         log.removeHandler(handler)

@@ -12,12 +12,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import DictConfig
 
 __all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "SHORT", "TINY", "PRESETS", "load_arms",
-           "PREFIX", "prefix_names"]
+           "PREFIX", "prefix_names", "check_shared", "Overridable"]
+
+_C = TypeVar("_C", bound="Overridable")
 
 # The top-level modules of the CIFAR ResNets, in forward order. Every arm freezes the same prefix: the stem and
 # every stage up to and including the AdvBN layer (the paper's AdvBN prefix; with the default layer1 that is
@@ -114,9 +116,10 @@ DEFAULT_ARMS: dict[str, ArmConfig] = {a.name: a for a in (
 ARM_ORDER = tuple(DEFAULT_ARMS)
 
 
-def load_arms(folder: str | Path | None) -> dict[str, ArmConfig]:
-    """The built-in arms, updated with every ``*.yaml`` arm file in ``folder`` (if given)."""
-    arms = dict(DEFAULT_ARMS)
+def load_arms(folder: str | Path | None, base: dict[str, ArmConfig] | None = None) -> dict[str, ArmConfig]:
+    """The built-in arms (``base``, default the CIFAR-10 ones), updated with every ``*.yaml`` arm file in
+    ``folder`` (if given)."""
+    arms = dict(DEFAULT_ARMS if base is None else base)
     if folder is None:
         return arms
     folder = Path(folder)
@@ -128,8 +131,43 @@ def load_arms(folder: str | Path | None) -> dict[str, ArmConfig]:
     return arms
 
 
+def check_shared(cfg: Any, ints: tuple[str, ...], optional_ints: tuple[str, ...]) -> None:
+    """The checks every recipe config shares: ``ints`` are integers >= 1, ``optional_ints`` too or ``None``; distinct
+    seeds, a usable SGD schedule, at least one arm."""
+    for name in ints:
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in optional_ints:
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be an integer >= 1 or null, got {v!r}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds!r}")
+    if not cfg.lr > 0 or not 0 <= cfg.decay_at <= 1 or not cfg.decay_rate > 0:
+        raise ValueError("need lr > 0, 0 <= decay_at <= 1 and decay_rate > 0")
+    if not cfg.arms:
+        raise ValueError("arms is empty: pass at least one arm")
+
+
+class Overridable(DictConfig):
+    """``with_overrides`` for the recipe configs."""
+
+    def with_overrides(self: _C, **kw: Any) -> _C:
+        """A copy with the given fields replaced (``None`` values are ignored; dict fields are merged)."""
+        data = self.to_dict()
+        for k, v in kw.items():
+            if v is None:
+                continue
+            if isinstance(data.get(k), dict) and isinstance(v, dict):
+                data[k] = {**data[k], **v}
+            else:
+                data[k] = v
+        return type(self).from_dict(data)
+
+
 @dataclass
-class RecipeConfig(DictConfig):
+class RecipeConfig(Overridable):
     """Everything the arms share. Fractions (``decay_at``) are of ``steps``.
 
     Args:
@@ -196,20 +234,8 @@ class RecipeConfig(DictConfig):
     def __post_init__(self) -> None:
         if self.model not in ("resnet20", "resnet56"):
             raise ValueError(f"model must be resnet20 or resnet56 (the pretrained CIFAR ResNets), got {self.model!r}")
-        for name in ("steps", "batch_size", "eval_images", "eval_batch_size", "checkpoint_interval"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        for name in ("train_subset", "clean_test_images", "lossless_images"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name} must be an integer >= 1 or null, got {v!r}")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds!r}")
-        if not self.lr > 0 or not 0 <= self.decay_at <= 1 or not self.decay_rate > 0:
-            raise ValueError("need lr > 0, 0 <= decay_at <= 1 and decay_rate > 0")
-        if not self.arms:
-            raise ValueError("arms is empty: pass at least one arm")
+        check_shared(self, ("steps", "batch_size", "eval_images", "eval_batch_size", "checkpoint_interval"),
+                     ("train_subset", "clean_test_images", "lossless_images"))
         prefix_names(self.advbn.get("layer", "layer1"))
         known = ("adv_route", "tta", "stylized", "decoded")
         bad = [e for e in self.extras if e not in known]
@@ -228,18 +254,6 @@ class RecipeConfig(DictConfig):
             StylizedConfig.from_dict(dict(self.stylized))  # bad keys/values fail here, not after training
         self.seeds = [int(s) for s in self.seeds]
         self.severities = [int(s) for s in self.severities]
-
-    def with_overrides(self, **kw: Any) -> RecipeConfig:
-        """A copy with the given fields replaced (``None`` values are ignored; dict fields are merged)."""
-        data = self.to_dict()
-        for k, v in kw.items():
-            if v is None:
-                continue
-            if isinstance(data.get(k), dict) and isinstance(v, dict):
-                data[k] = {**data[k], **v}
-            else:
-                data[k] = v
-        return RecipeConfig.from_dict(data)
 
     def train_key(self) -> dict[str, Any]:
         """The fields that change a trained model (a finished run is reused only if they match)."""

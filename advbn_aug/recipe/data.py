@@ -53,6 +53,12 @@ class RecipeData:
         except FileNotFoundError:
             log.warning("test_lossless not found: the JPEG-vs-lossless gap is not computed")
 
+    def describe(self) -> str:
+        """The log line of what was loaded."""
+        return (f"data: {len(self.train_x)} training images, {len(self.test_x)} clean test images, "
+                f"{len(self.eval_x)} corruption images, lossless "
+                f"{'n/a' if self.lossless_x is None else len(self.lossless_x)}")
+
 
 def _balanced_subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images with (as far as possible) equal class counts, in a seeded random order."""

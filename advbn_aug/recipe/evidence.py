@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "metric_value", "stat", "confidence_interval", "interval_text", "arm_metrics",
-           "evidence_matrix", "format_evidence"]
+__all__ = ["METRICS", "Metrics", "metric_value", "stat", "confidence_interval", "interval_text", "arm_metrics",
+           "evidence_matrix", "format_evidence", "get_path", "adv_or_clean"]
 
 Result = dict[str, Any]
+# metric key -> (label, reader of one run's value); METRICS are the CIFAR-10 recipe's, other benchmarks pass theirs
+Metrics = dict[str, tuple[str, Callable[[Result], Any]]]
 
 
 def stat(values: list[float]) -> dict[str, float | int]:
@@ -46,7 +48,8 @@ def interval_text(name: str, s: dict[str, Any]) -> str:
     return f"{name} {100 * s['mean']:+.2f} [95% CI {lo:+.2f}, {hi:+.2f}; {verdict}]"
 
 
-def _get(r: Result, *path: str) -> float | None:
+def get_path(r: Result, *path: str) -> float | None:
+    """The number at ``r[path[0]][path[1]]...``, or ``None`` when a key is missing or the value is not a number."""
     node: Any = r
     for key in path:
         if not isinstance(node, dict) or key not in node:
@@ -55,45 +58,45 @@ def _get(r: Result, *path: str) -> float | None:
     return float(node) if isinstance(node, (int, float)) else None
 
 
-def _adv_or_clean(*path: str, clean: tuple[str, ...]) -> Callable[[Result], float | None]:
+def adv_or_clean(*path: str, clean: tuple[str, ...]) -> Callable[[Result], float | None]:
     """The adversarial-route value for AdvBN runs; the (only) clean-route value for the others."""
     def get(r: Result) -> float | None:
         if r.get("arm", {}).get("advbn"):
-            return _get(r, "extras", *path)
-        return _get(r, *clean)
+            return get_path(r, "extras", *path)
+        return get_path(r, *clean)
     return get
 
 
 def _metrics(strengths: tuple[str, ...] = ("0.5", "0.75", "1")) -> dict[str, tuple[str, Callable[[Result], Any]]]:
     m: dict[str, tuple[str, Callable[[Result], Any]]] = {
-        "clean": ("clean JPEG test", lambda r: _get(r, "clean_acc_jpeg")),
-        "lossless": ("clean lossless-1k", lambda r: _get(r, "clean_acc_lossless")),
-        "mca": ("mCA", lambda r: _get(r, "mca")),
+        "clean": ("clean JPEG test", lambda r: get_path(r, "clean_acc_jpeg")),
+        "lossless": ("clean lossless-1k", lambda r: get_path(r, "clean_acc_lossless")),
+        "mca": ("mCA", lambda r: get_path(r, "mca")),
         "clean_adv": ("clean JPEG test, adversarial BN",
-                      _adv_or_clean("adv_route", "clean_acc_jpeg", clean=("clean_acc_jpeg",))),
-        "mca_adv": ("mCA, adversarial BN", _adv_or_clean("adv_route", "mca", clean=("mca",))),
+                      adv_or_clean("adv_route", "clean_acc_jpeg", clean=("clean_acc_jpeg",))),
+        "mca_adv": ("mCA, adversarial BN", adv_or_clean("adv_route", "mca", clean=("mca",))),
     }
     for mode in ("none", "full", "online"):
         m[f"mca_tta_{mode}"] = (f"mCA, TTA {mode} (TTA subset)",
-                                lambda r, mode=mode: _get(r, "extras", "tta", "modes", mode, "mca"))
+                                lambda r, mode=mode: get_path(r, "extras", "tta", "modes", mode, "mca"))
         m[f"clean_tta_{mode}"] = (f"clean, TTA {mode} (TTA subset)",
-                                  lambda r, mode=mode: _get(r, "extras", "tta", "modes", mode, "clean_acc"))
+                                  lambda r, mode=mode: get_path(r, "extras", "tta", "modes", mode, "clean_acc"))
     m["stylized"] = ("Stylized-CIFAR-10 (mean over strengths)",
-                     lambda r: _get(r, "extras", "stylized", "clean", "none", "mean"))
+                     lambda r: get_path(r, "extras", "stylized", "clean", "none", "mean"))
     for s in strengths:
         m[f"stylized_{s}"] = (f"Stylized-CIFAR-10, strength {s}",
-                              lambda r, s=s: _get(r, "extras", "stylized", "clean", "none", "accuracy", s))
+                              lambda r, s=s: get_path(r, "extras", "stylized", "clean", "none", "accuracy", s))
     m["stylized_adv"] = ("Stylized-CIFAR-10 (mean), adversarial BN",
-                         _adv_or_clean("stylized", "adv", "none", "mean",
+                         adv_or_clean("stylized", "adv", "none", "mean",
                                        clean=("extras", "stylized", "clean", "none", "mean")))
     for mode in ("full", "online"):
         m[f"stylized_tta_{mode}"] = (f"Stylized-CIFAR-10 (mean), TTA {mode}",
-                                     lambda r, mode=mode: _get(r, "extras", "stylized", "clean", mode, "mean"))
+                                     lambda r, mode=mode: get_path(r, "extras", "stylized", "clean", mode, "mean"))
     for variant, label in (("advbn", "AdvBN-perturbed"), ("adain", "AdaIN-swapped"), ("reconstruct", "reconstructed")):
         m[f"decoded_{variant}"] = (f"decoded {label} test images",
-                                   lambda r, v=variant: _get(r, "extras", "decoded", "clean", v))
+                                   lambda r, v=variant: get_path(r, "extras", "decoded", "clean", v))
         m[f"decoded_{variant}_adv"] = (f"decoded {label} test images, adversarial BN",
-                                       _adv_or_clean("decoded", "adv", variant,
+                                       adv_or_clean("decoded", "adv", variant,
                                                      clean=("extras", "decoded", "clean", variant)))
     return m
 
@@ -106,28 +109,32 @@ def metric_value(r: Result, key: str) -> float | None:
     return METRICS[key][1](r)
 
 
-def arm_metrics(by_arm: dict[str, list[Result]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{arm: {metric: stat over the seeds that have it}}`` (metrics no seed has are left out)."""
+def arm_metrics(by_arm: dict[str, list[Result]], metrics: Metrics | None = None
+                ) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{arm: {metric: stat over the seeds that have it}}`` (metrics no seed has are left out; ``metrics``:
+    default :data:`METRICS`)."""
+    metrics = METRICS if metrics is None else metrics
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for arm, runs in by_arm.items():
         row = {}
-        for key in METRICS:
-            vals = [v for v in (metric_value(r, key) for r in runs) if v is not None]
+        for key, (_, read) in metrics.items():
+            vals = [v for v in (read(r) for r in runs) if v is not None]
             if vals:
                 row[key] = stat(vals)
         out[arm] = row
     return out
 
 
-def evidence_matrix(by_arm: dict[str, list[Result]], comparisons: dict[str, tuple[str, str, str]]
-                    ) -> dict[str, dict[str, dict[str, Any]]]:
+def evidence_matrix(by_arm: dict[str, list[Result]], comparisons: dict[str, tuple[str, str, str]],
+                    metrics: Metrics | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """``{comparison: {metric: {mean, std, n, seeds, lo, hi, excludes_zero}}}`` of per-seed differences
     ``a - b`` over the seeds where both arms have the metric (comparisons: ``key -> (a, b, label)``)."""
+    metrics = METRICS if metrics is None else metrics
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key, (a, b, _) in comparisons.items():
         ra, rb = ({r["seed"]: r for r in by_arm.get(x, [])} for x in (a, b))
-        for m in METRICS:
-            pairs = [(s, metric_value(ra[s], m), metric_value(rb[s], m)) for s in sorted(set(ra) & set(rb))]
+        for m, (_, read) in metrics.items():
+            pairs = [(s, read(ra[s]), read(rb[s])) for s in sorted(set(ra) & set(rb))]
             diffs = [(s, va - vb) for s, va, vb in pairs if va is not None and vb is not None]
             if not diffs:
                 continue
@@ -149,23 +156,25 @@ def _cell(c: dict[str, Any] | None) -> str:
     return f"{100 * c['mean']:+.2f} [{100 * c['lo']:+.2f}, {100 * c['hi']:+.2f}] (n={c['n']}){mark}"
 
 
-def format_evidence(doc: dict[str, Any], comparisons: dict[str, tuple[str, str, str]]) -> list[str]:
+def format_evidence(doc: dict[str, Any], comparisons: dict[str, tuple[str, str, str]],
+                    metrics: Metrics | None = None, title: str = "Evaluation modes") -> list[str]:
     """Markdown lines: the per-arm means of every evaluation mode, then the paired-difference matrix."""
+    metrics = METRICS if metrics is None else metrics
     modes, ev = doc.get("modes", {}), doc.get("evidence", {})
-    keys = [m for m in METRICS if any(m in row for row in modes.values())]
+    keys = [m for m in metrics if any(m in row for row in modes.values())]
     if not keys:
         return []
-    lines = ["## Evaluation modes (mean ± std over seeds, %)", "",
+    lines = [f"## {title} (mean ± std over seeds, %)", "",
              "| metric | " + " | ".join(modes) + " |", "|---|" + "---|" * len(modes)]
     for m in keys:
         cells = [f"{100 * row[m]['mean']:.2f}" + (f" ± {100 * row[m]['std']:.2f}" if row[m]["n"] > 1 else "")
                  + f" ({row[m]['n']})" if m in row else "-" for row in modes.values()]
-        lines.append(f"| {METRICS[m][0]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {metrics[m][0]} | " + " | ".join(cells) + " |")
     cols = [k for k in comparisons if k in ev]
     if cols:
         lines += ["", "## Paired differences (points; mean [95% t-interval] over seeds; **≠0**: the interval "
                   "excludes zero)", "", "| metric | " + " | ".join(comparisons[k][2] for k in cols) + " |",
                   "|---|" + "---|" * len(cols)]
         for m in keys:
-            lines.append(f"| {METRICS[m][0]} | " + " | ".join(_cell(ev[k].get(m)) for k in cols) + " |")
+            lines.append(f"| {metrics[m][0]} | " + " | ".join(_cell(ev[k].get(m)) for k in cols) + " |")
     return lines

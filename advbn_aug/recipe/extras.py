@@ -7,7 +7,8 @@ result (matched by ``train_key``/``eval_key``) valid. A run whose model files ar
 machine) keeps its missing modes; the table lists them.
 
 - ``adv_route`` (AdvBN arms): the model with its adversarial BatchNorms (``model_adv.pt``) on the clean test sets and
-  the corruption grid, exactly as the main evaluation (the paper evaluates style shifts through this route).
+  the corruption grid (PACS: the target domains), exactly as the main evaluation (the paper evaluates style shifts
+  through this route).
 - ``tta``: mCA on the first ``tta_images`` images of the corruption subset (and clean accuracy on them) without
   adaptation, with statistics re-estimated per set (``full``) and with online momentum updates (``online``),
   through the clean route.
@@ -28,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .benchmark import benchmark_of
 from .config import ArmConfig, RecipeConfig, digest
 from .data import RecipeData
-from .evaluate import _evaluate, fuse_for_eval
+from .evaluate import fuse_for_eval
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -61,9 +63,7 @@ def missing_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any]) ->
 
 
 def _load(cfg: RecipeConfig, path: Path) -> nn.Module:
-    from ..eval import load_model
-
-    return load_model(cfg.model, path)[0].eval()
+    return benchmark_of(cfg).load_exported(cfg, path)
 
 
 def _norm() -> dict[str, Any]:
@@ -74,10 +74,10 @@ def _norm() -> dict[str, Any]:
 
 def _adv_route(cfg: RecipeConfig, model_adv: nn.Module, data: RecipeData, device: torch.device, amp: bool,
                name: str, run_dir: Path, cache_dir: str | None, progress: bool) -> dict[str, Any]:
-    ev = _evaluate(model_adv, cfg, data, device, amp, f"{name} (adv BN)", run_dir / "eval_adv", cache_dir, progress)
-    keep = ("clean_acc_jpeg", "clean_acc_lossless", "jpeg_gap", "mca", "mca_benchmark15", "per_corruption",
-            "eval_seconds")
-    return {k: ev[k] for k in keep if k in ev}
+    bench = benchmark_of(cfg)
+    ev = bench.evaluate(model_adv, cfg, data, device, amp, f"{name} (adv BN)", run_dir / "eval_adv", cache_dir,
+                        progress)
+    return {k: ev[k] for k in bench.adv_keys if k in ev}
 
 
 def _tta(cfg: RecipeConfig, model: nn.Module, data: RecipeData, device: torch.device, amp: bool,

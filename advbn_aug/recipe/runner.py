@@ -12,13 +12,12 @@ from typing import Any
 
 import torch
 
+from .benchmark import benchmark_of
 from .config import ArmConfig, RecipeConfig, digest, load_arms
 from .data import RecipeData, deepaugment_data
-from .evaluate import _evaluate
 from .extras import evaluate_extras, missing_extras
 from .lock import _run_lock
-from .table import aggregate
-from .train import _load_model, _train, deterministic_algorithms, export_state_dict, sha256_file
+from .train import _train, deterministic_algorithms, export_state_dict, load_fresh_model, sha256_file
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -56,6 +55,12 @@ def _run_logger(path: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return handler
+
+
+def _evaluate(model: torch.nn.Module, cfg: Any, data: Any, device: torch.device, amp: bool, name: str,
+              out_dir: Path, cache_dir: str | None, progress: bool) -> dict[str, Any]:
+    """One exported model's main evaluation, by the benchmark of ``cfg``."""
+    return benchmark_of(cfg).evaluate(model, cfg, data, device, amp, name, out_dir, cache_dir, progress)
 
 
 def _finished(path: Path, cfg: RecipeConfig, arm: ArmConfig) -> dict[str, Any] | None:
@@ -117,10 +122,11 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
     if meta is not None and (meta.get("train_key") != train_key or meta.get("arm") != arm.to_dict()
                              or not model_path.is_file()):
         meta = None
-    _, keys = _load_model(cfg)
+    bench = benchmark_of(cfg)
+    _, keys = load_fresh_model(cfg)  # before training, as always: building the model draws from the global RNG
     if meta is None:
         if not arm.train:
-            model, _ = _load_model(cfg)
+            model, _ = load_fresh_model(cfg)
             info: dict[str, Any] = {"history": [], "train_seconds": 0.0, "trainable_parameters": 0}
         else:
             extra = deepaugment_data(cfg, data, runs_dir / "_cache", device, progress) if arm.deepaugment else None
@@ -135,9 +141,7 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
         meta_path.write_text(json.dumps(meta, indent=1))
         (run_dir / "ckpt.pt").unlink(missing_ok=True)
         log.info("exported %s (sha256 %s)", model_path, meta["sha256"])
-    from ..eval import load_model
-
-    model, _, _ = load_model(cfg.model, model_path)
+    model = bench.load_exported(cfg, model_path)
     ev = _evaluate(model, cfg, data, device, amp, f"{arm.name}/seed{seed}", run_dir / "eval", cache_dir, progress)
     result = {"arm": arm.to_dict(), "seed": seed, "model": cfg.model, "train_key": train_key, "eval_key": eval_key,
               "model_path": str(model_path), "sha256": meta["sha256"], "train_seconds": meta["train_seconds"],
@@ -146,10 +150,8 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
               "code": meta.get("code"), "eval_code": code_version(),
               "finished": _dt.datetime.now().isoformat(timespec="seconds")}
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
-    log.info("%s seed %d: clean(JPEG) %.2f%%  lossless %s  mCA %.2f%%  (train %.0fs, eval %.0fs)", arm.name, seed,
-             100 * result["clean_acc_jpeg"],
-             f"{100 * result['clean_acc_lossless']:.2f}%" if "clean_acc_lossless" in result else "n/a",
-             100 * result["mca"], result["train_seconds"], result["eval_seconds"])
+    log.info("%s seed %d: %s  (train %.0fs, eval %.0fs)", arm.name, seed, bench.summary(result),
+             result["train_seconds"], result["eval_seconds"])
     return result
 
 
@@ -168,7 +170,8 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
                commands: Sequence[str] = (), collect_only: bool = False) -> dict[str, Any]:
     """Run every (arm, seed) of ``cfg`` (skipping finished ones), rewriting the table after each; returns it.
     ``collect_only``: run nothing, only rewrite the table from the finished runs."""
-    arms = load_arms(arms_dir)
+    bench = benchmark_of(cfg)
+    arms = load_arms(arms_dir, bench.arms)
     unknown = [a for a in cfg.arms if a not in arms]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(arms)}")
@@ -179,12 +182,11 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     if collect_only:
         found = _collect(cfg, jobs, runs_dir, archive)
         log.info("%d of %d runs finished", len(found), len(jobs))
-        return aggregate(found, cfg, output, [a.name for a, _ in jobs], commands, jobs) if found else {}
+        return bench.aggregate(found, cfg, output, [a.name for a, _ in jobs], commands, jobs) if found else {}
     dev = _resolve_device(device)
     log_dir = output / "logs"
-    data = RecipeData(cfg, data_dir)
-    log.info("data: %d training images, %d clean test images, %d corruption images, lossless %s", len(data.train_x),
-             len(data.test_x), len(data.eval_x), "n/a" if data.lossless_x is None else len(data.lossless_x))
+    data = bench.load_data(cfg, data_dir)
+    log.info(data.describe())
     results: list[dict[str, Any]] = []
     doc: dict[str, Any] = {}
 
@@ -196,10 +198,10 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
                     force=force, log_dir=log_dir, archive_dir=archive)
         if r is not None:
             results = collect()
-            doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
+            doc = bench.aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
     results = collect()
     if results:
-        doc = aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
+        doc = bench.aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
     missing = len(jobs) - len(results)
     if missing:
         log.info("%d of %d runs are not finished (held by another process?): rerun the command to collect them",

@@ -16,7 +16,8 @@ from .evidence import interval_text as _interval_text
 from .evidence import stat as _stat
 from .plot import plot_table
 
-__all__ = ["aggregate", "format_table", "short_table", "confidence_interval"]
+__all__ = ["aggregate", "format_table", "short_table", "confidence_interval", "group_by_arm", "run_facts",
+           "missing_runs", "write_table_files", "cost_cells", "fmt_stat", "commit_label"]
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -29,11 +30,7 @@ _COLUMNS = (("clean_acc_jpeg", "clean JPEG test"), ("clean_acc_lossless", "clean
 def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, arm_order: Sequence[str],
               commands: Sequence[str] = (), jobs: Sequence[tuple[ArmConfig, int]] = ()) -> dict[str, Any]:
     """Write ``results.json``, ``results.md``, ``results.png`` (and ``sha256.txt``) in ``output`` from run results."""
-    output.mkdir(parents=True, exist_ok=True)
-    by_arm: dict[str, list[dict[str, Any]]] = {}
-    for r in results:
-        by_arm.setdefault(r["arm"]["name"], []).append(r)
-    order = list(dict.fromkeys([a for a in arm_order if a in by_arm] + sorted(set(by_arm) - set(arm_order))))
+    by_arm, order = group_by_arm(results, arm_order)
     table: dict[str, Any] = {}
     for a in order:
         rs = sorted(by_arm[a], key=lambda r: r["seed"])
@@ -45,31 +42,67 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
         corr = sorted({c for r in rs for c in r["per_corruption"]})
         row["per_corruption"] = {c: _stat([r["per_corruption"][c] for r in rs if c in r["per_corruption"]])
                                  for c in corr}
-        row["train_seconds"] = _stat([r["train_seconds"] for r in rs])
-        row["eval_seconds"] = _stat([r["eval_seconds"] for r in rs])
-        row["sha256"] = {f"seed{r['seed']}": r["sha256"] for r in rs}
-        row["code"] = sorted({_commit_label(r.get("code")) for r in rs})
+        row.update(run_facts(rs))
         table[a] = row
     checks = _hypotheses(table, by_arm)
-    done = {(r["arm"]["name"], r["seed"]) for r in results}
-    missing = [f"{a.name}/seed{s}" for a, s in jobs if (a.name, s) not in done]
+    missing = missing_runs(results, jobs)
     doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks, "missing": missing,
            "modes": arm_metrics({a: by_arm[a] for a in order}),
            "evidence": evidence_matrix(by_arm, _HYPOTHESES),
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
-    (output / "results.json").write_text(json.dumps(doc, indent=1))
-    (output / "results.md").write_text(format_table(doc, commands))
-    (output / "sha256.txt").write_text("".join(f"{r['sha256']}  {r['arm']['name']}/seed{r['seed']}/model.pt\n"
-                                               for a in order for r in sorted(by_arm[a], key=lambda r: r["seed"])))
-    try:
-        plot_table(doc, output / "results.png")
-    except Exception as err:  # plotting is a convenience; the numbers are in the JSON
-        log.warning("could not write results.png: %s", err)
+    write_table_files(output, doc, format_table(doc, commands), by_arm, order, plot_table)
     return doc
 
 
-def _commit_label(code: dict[str, Any] | None) -> str:
+def group_by_arm(results: list[dict[str, Any]], arm_order: Sequence[str]
+                 ) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """``({arm: its runs}, arm order)``: the order of ``arm_order``, then any other arm alphabetically."""
+    by_arm: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_arm.setdefault(r["arm"]["name"], []).append(r)
+    order = list(dict.fromkeys([a for a in arm_order if a in by_arm] + sorted(set(by_arm) - set(arm_order))))
+    return by_arm, order
+
+
+def run_facts(rs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table row's fields every benchmark has: training and evaluation seconds, model digests, commits."""
+    return {"train_seconds": _stat([r["train_seconds"] for r in rs]),
+            "eval_seconds": _stat([r["eval_seconds"] for r in rs]),
+            "sha256": {f"seed{r['seed']}": r["sha256"] for r in rs},
+            "code": sorted({commit_label(r.get("code")) for r in rs})}
+
+
+def missing_runs(results: list[dict[str, Any]], jobs: Sequence[tuple[ArmConfig, int]]) -> list[str]:
+    """``arm/seed<k>`` of every job without a result."""
+    done = {(r["arm"]["name"], r["seed"]) for r in results}
+    return [f"{a.name}/seed{s}" for a, s in jobs if (a.name, s) not in done]
+
+
+def write_table_files(output: Path, doc: dict[str, Any], markdown: str, by_arm: dict[str, list[dict[str, Any]]],
+                      order: Sequence[str], plot: Any) -> None:
+    """``results.json``, ``results.md``, ``sha256.txt`` and ``results.png`` (``plot(doc, path)``) in ``output``."""
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(doc, indent=1))
+    (output / "results.md").write_text(markdown)
+    (output / "sha256.txt").write_text("".join(f"{r['sha256']}  {r['arm']['name']}/seed{r['seed']}/model.pt\n"
+                                               for a in order for r in sorted(by_arm[a], key=lambda r: r["seed"])))
+    try:
+        plot(doc, output / "results.png")
+    except Exception as err:  # plotting is a convenience; the numbers are in the JSON
+        log.warning("could not write results.png: %s", err)
+
+
+def cost_cells(arms: dict[str, Any], row: dict[str, Any]) -> str:
+    """`` secs | cost vs standard | code`` cells of a main-table row."""
+    secs = row["train_seconds"]["mean"]
+    base_s = arms.get("standard", {}).get("train_seconds", {}).get("mean")
+    cost = f"{secs / base_s:.2f}x" if base_s and secs else "-"
+    code = ", ".join(row.get("code", [])) or "unrecorded"
+    return f"{secs:.0f} | {cost} | {code}"
+
+
+def commit_label(code: dict[str, Any] | None) -> str:
     """``abc1234`` (``+dirty`` when the package differed from it), or ``unrecorded`` for runs from before commits
     were recorded."""
     if not code or not code.get("commit"):
@@ -134,7 +167,7 @@ def _paired_text(v: dict[str, Any]) -> str:
             f"{_interval_text('Δ clean', p['delta_clean_jpeg'])}; mCA higher in {p['mca_up']} of {n} seeds.")
 
 
-def _fmt(stat: dict[str, Any] | None, signed: bool = False) -> str:
+def fmt_stat(stat: dict[str, Any] | None, signed: bool = False) -> str:
     if not stat:
         return "-"
     sign = "+" if signed else ""
@@ -156,17 +189,12 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
              "|---|---|" + "---|" * len(_COLUMNS) + "---|---|---|---|"]
     arms = doc["arms"]
     base = arms.get("standard", {}).get("mca")
-    base_s = arms.get("standard", {}).get("train_seconds", {}).get("mean")
     for a, row in arms.items():
-        cells = [_fmt(row.get(k), signed=k == "jpeg_gap") for k, _ in _COLUMNS]
+        cells = [fmt_stat(row.get(k), signed=k == "jpeg_gap") for k, _ in _COLUMNS]
         dm = "-"
         if base is not None and "mca" in row and a != "standard":
             dm = f"{100 * (row['mca']['mean'] - base['mean']):+.2f}"
-        secs = row["train_seconds"]["mean"]
-        cost = f"{secs / base_s:.2f}x" if base_s and secs else "-"
-        code = ", ".join(row.get("code", [])) or "unrecorded"
-        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells)
-                     + f" | {dm} | {secs:.0f} | {cost} | {code} |")
+        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {dm} | {cost_cells(arms, row)} |")
     lines += ["", "## Hypotheses", ""]
     h = doc["hypotheses"]
     for key, (_, _, label) in _HYPOTHESES.items():
@@ -192,7 +220,8 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
         lines += ["", "## Per corruption (mean over severities and seeds, %)", "",
                   "| corruption | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
         for c in corr:
-            lines.append(f"| {c} | " + " | ".join(_fmt(row["per_corruption"].get(c)) for row in arms.values()) + " |")
+            cells = " | ".join(fmt_stat(row["per_corruption"].get(c)) for row in arms.values())
+            lines.append(f"| {c} | {cells} |")
     lines += ["", "## Exported models (sha256)", ""]
     for a, row in arms.items():
         for s, h256 in row["sha256"].items():
@@ -205,6 +234,6 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
 def short_table(doc: dict[str, Any]) -> str:
     rows = [f"{'arm':<26} {'seeds':>5} {'clean':>14} {'lossless':>14} {'mCA':>14}"]
     for a, row in doc.get("arms", {}).items():
-        rows.append(f"{a:<26} {len(row['seeds']):>5} {_fmt(row.get('clean_acc_jpeg')):>14} "
-                    f"{_fmt(row.get('clean_acc_lossless')):>14} {_fmt(row.get('mca')):>14}")
+        rows.append(f"{a:<26} {len(row['seeds']):>5} {fmt_stat(row.get('clean_acc_jpeg')):>14} "
+                    f"{fmt_stat(row.get('clean_acc_lossless')):>14} {fmt_stat(row.get('mca')):>14}")
     return "\n".join(rows)

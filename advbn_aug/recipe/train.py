@@ -1,5 +1,6 @@
 """Fine-tuning one arm: the pretrained model, its frozen prefix, the arm's policy, the learning-rate schedule, the
-random crop + flip, the resumable training loop, and the export of a plain ``state_dict``."""
+random crop + flip, the resumable training loop, and the export of a plain ``state_dict``. The loop is shared by the
+benchmarks; the model, prefix, crop and normalisation come from the config's :class:`~.benchmark.Benchmark`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .benchmark import benchmark_of
 from .config import ArmConfig, RecipeConfig, digest, prefix_names
 from .data import RecipeData
 
@@ -39,6 +42,16 @@ def pretrained_keys(depth: int) -> list[str]:
 
 def _prefix_modules(model: nn.Module, cfg: RecipeConfig) -> list[nn.Module]:
     return [getattr(model, name) for name in prefix_names(cfg.advbn.get("layer", "layer1"))]
+
+
+def load_fresh_model(cfg: Any) -> tuple[nn.Module, list[str]]:
+    """The benchmark's pretrained model and the keys its export keeps."""
+    return benchmark_of(cfg).load_model(cfg)
+
+
+def prefix_modules_of(model: nn.Module, cfg: Any) -> list[nn.Module]:
+    """The modules every arm of ``cfg``'s benchmark freezes (the prefix up to the AdvBN layer)."""
+    return benchmark_of(cfg).prefix_modules(model, cfg)
 
 
 def export_state_dict(model: nn.Module, keys: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -76,8 +89,7 @@ def _random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     return torch.where(flip, out.flip(-1), out)
 
 
-def _build_policy(cfg: RecipeConfig, arm: ArmConfig):
-    from ..cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
+def _build_policy(cfg: Any, arm: ArmConfig):
     from ..image import AugMixConfig
     from ..policy import Policy, PolicyConfig
 
@@ -86,8 +98,8 @@ def _build_policy(cfg: RecipeConfig, arm: ArmConfig):
         features.append({"type": "advbn", **cfg.advbn, **arm.advbn_options, "freeze_prefix": True})
     features += [dict(spec) for spec in arm.features]
     pc = PolicyConfig(augmix=AugMixConfig.from_dict(dict(cfg.augmix)).to_dict() if arm.augmix else None,
-                      features=features, jsd_weight=cfg.jsd_weight, mean=list(CIFAR_RESNET_MEAN),
-                      std=list(CIFAR_RESNET_STD))
+                      features=features, jsd_weight=cfg.jsd_weight, mean=list(benchmark_of(cfg).mean),
+                      std=list(benchmark_of(cfg).std))
     return Policy(pc)
 
 
@@ -111,10 +123,11 @@ def deterministic_algorithms() -> Iterator[None]:
         torch.backends.cudnn.benchmark = prev[2]
 
 
-def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path, device: torch.device,
+def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path, device: torch.device,
            amp: bool, extra: tuple[np.ndarray, np.ndarray] | None, progress: bool) -> tuple[nn.Module, dict]:
-    model, _ = _load_model(cfg)
-    for m in _prefix_modules(model, cfg):
+    bench = benchmark_of(cfg)
+    model, keys = bench.load_model(cfg)
+    for m in bench.prefix_modules(model, cfg):
         m.requires_grad_(False)
     policy = _build_policy(cfg, arm)
     policy.attach(model)
@@ -159,9 +172,9 @@ def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_d
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         x = torch.from_numpy(x_pool[idx]).to(device).permute(0, 3, 1, 2).float().div_(255.0)
         y = torch.from_numpy(y_pool[idx]).to(device)
-        x = _random_crop_flip(x)
+        x = bench.augment(x, cfg)
         model.train()
-        for m in _prefix_modules(model, cfg):
+        for m in bench.prefix_modules(model, cfg):
             m.eval()
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             loss, info = policy.step(model, x, y, epoch=0, step=step)
@@ -191,7 +204,6 @@ def _train(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, run_d
     if arm.advbn:  # the adversarial-BatchNorm route, for evaluating through it (the paper's route for style shifts)
         from ..dual_norm import select_bn_state
 
-        _, keys = _load_model(cfg)
         adv = select_bn_state(model.state_dict(), "adv")
         tmp = (run_dir / "model_adv.pt").with_suffix(".tmp")
         torch.save({k: adv[k].detach().cpu().clone().contiguous() for k in keys}, tmp)
