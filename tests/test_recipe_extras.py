@@ -104,3 +104,19 @@ def test_bad_extras_settings_are_rejected():
         toy_config(extras=["tta"], tta_modes=["fast"])
     with pytest.raises(ValueError, match="strength"):
         toy_config(extras=["stylized"], stylized={"strengths": [2.0]})
+
+
+def test_tta_subset_is_class_balanced_even_when_the_images_are_sorted_by_class():
+    """Regression: the JPEG test set is stored sorted by class, so the first 250 images of the corruption subset are
+    two classes; adapting BatchNorm statistics to them cut clean accuracy from 89 % to 42 %."""
+    from advbn_aug.recipe.extras import tta_subset
+
+    labels = np.repeat(np.arange(10), 200)  # sorted by class, like the shared test_jpeg.npz
+    idx = tta_subset(labels, 250)
+    assert len(idx) == len(set(idx.tolist())) == 250
+    counts = np.bincount(labels[idx], minlength=10)
+    assert counts.min() >= 24 and counts.max() <= 26
+    for start in range(0, 200, 100):  # every evaluation batch of 100 holds every class 10 times
+        assert np.bincount(labels[idx[start:start + 100]], minlength=10).tolist() == [10] * 10
+    assert np.array_equal(tta_subset(labels, 250), idx)  # fixed
+    assert len(tta_subset(labels[:30], 250)) == 30

@@ -44,7 +44,8 @@ def extra_key(cfg: RecipeConfig, name: str) -> str:
     """Digest of the settings evaluation mode ``name`` depends on (besides the trained model)."""
     base = {"name": name, "eval": cfg.eval_key(), "version": 1}
     if name == "tta":
-        base.update(images=cfg.tta_images, modes=list(cfg.tta_modes), momentum=cfg.tta_momentum)
+        base.update(images=cfg.tta_images, modes=list(cfg.tta_modes), momentum=cfg.tta_momentum,
+                    subset="balanced")  # the first-N subset of version 1 was one or two classes (sorted test set)
     elif name == "stylized":
         base.update(stylized=dict(cfg.stylized), modes=list(cfg.tta_modes), momentum=cfg.tta_momentum)
     elif name == "decoded":
@@ -80,14 +81,25 @@ def _adv_route(cfg: RecipeConfig, model_adv: nn.Module, data: RecipeData, device
     return {k: ev[k] for k in bench.adv_keys if k in ev}
 
 
+def tta_subset(labels: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the test-time adaptation subset: ``n`` images, class-balanced, classes in turn (every batch of
+    ``10 k`` images holds ``k`` of each CIFAR-10 class), fixed by seed 0."""
+    from ..eval.stylized import balanced_subset
+
+    return balanced_subset(labels, min(n, len(labels)), seed=0)
+
+
 def _tta(cfg: RecipeConfig, model: nn.Module, data: RecipeData, device: torch.device, amp: bool,
          cache_dir: str | None) -> dict[str, Any]:
     from ..eval import corrupted_set, images_fingerprint, resolve_corruptions
     from ..eval.bn_adapt import adapted_predict
     from ..eval.evaluate import _batches, predict, prepare_batch
 
-    n = min(cfg.tta_images, len(data.eval_x))
-    x_clean, y = data.eval_x[:n], data.eval_y[:n]
+    # a class-balanced subset in round-robin class order: the JPEG test set is stored sorted by class, so its first
+    # images are one or two classes, and adapting BatchNorm statistics to them measures the class imbalance
+    idx = tta_subset(data.eval_y, cfg.tta_images)
+    n = len(idx)
+    x_clean, y = data.eval_x[idx], data.eval_y[idx]
     fingerprint = images_fingerprint(data.eval_x)  # the cached sets are those of the main evaluation
     run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm())
     folded = fuse_for_eval(model)  # no adaptation: the same function, faster
@@ -105,7 +117,7 @@ def _tta(cfg: RecipeConfig, model: nn.Module, data: RecipeData, device: torch.de
         for s in cfg.severities:
             xs = corrupted_set(data.eval_x, c, s, dataset="cifar10", cache_dir=cache_dir, fingerprint=fingerprint)[0]
             for m in modes:
-                per_set[m].append(acc(xs[:n], m))
+                per_set[m].append(acc(xs[idx], m))
     for m in modes:
         out["modes"][m] = {"clean_acc": acc(x_clean, m), "mca": float(np.mean(per_set[m]))}
     return out
