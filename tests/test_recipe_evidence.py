@@ -63,3 +63,15 @@ def test_markdown_has_one_row_per_available_metric():
     assert text.count(f"| {METRICS['mca_adv'][0]} |") == 2  # once in the means, once in the differences
     assert METRICS["mca_tta_full"][0] not in text
     assert format_evidence({"modes": {}, "evidence": {}}, comparisons) == []
+
+
+def test_adversarial_route_rows_need_an_advbn_value():
+    """Without any AdvBN run through its adversarial BNs, those rows would only repeat the clean route's numbers."""
+    from advbn_aug.recipe.evidence import arm_metrics
+
+    by_arm = {"standard": [_run("standard", 0, 0.6)], "advbn": [_run("advbn", 0, 0.61, advbn=True)]}
+    rows = arm_metrics(by_arm)
+    assert "mca" in rows["standard"] and "mca_adv" not in rows["standard"] and "mca_adv" not in rows["advbn"]
+    by_arm["advbn"] = [_run("advbn", 0, 0.61, advbn=True, adv_mca=0.58)]
+    rows = arm_metrics(by_arm)
+    assert rows["standard"]["mca_adv"]["mean"] == 0.6 and rows["advbn"]["mca_adv"]["mean"] == 0.58

@@ -64,6 +64,7 @@ def adv_or_clean(*path: str, clean: tuple[str, ...]) -> Callable[[Result], float
         if r.get("arm", {}).get("advbn"):
             return get_path(r, "extras", *path)
         return get_path(r, *clean)
+    get.adv_route = True  # type: ignore[attr-defined]  # shown only when some AdvBN run has the value
     return get
 
 
@@ -115,10 +116,13 @@ def arm_metrics(by_arm: dict[str, list[Result]], metrics: Metrics | None = None
     default :data:`METRICS`)."""
     metrics = METRICS if metrics is None else metrics
     out: dict[str, dict[str, dict[str, Any]]] = {}
+    # an adversarial-route metric without any AdvBN value would only repeat the clean route's numbers
+    shown = {key for key, (_, read) in metrics.items() if not getattr(read, "adv_route", False)
+             or any(read(r) is not None for runs in by_arm.values() for r in runs if r.get("arm", {}).get("advbn"))}
     for arm, runs in by_arm.items():
         row = {}
         for key, (_, read) in metrics.items():
-            vals = [v for v in (read(r) for r in runs) if v is not None]
+            vals = [v for v in (read(r) for r in runs) if v is not None] if key in shown else []
             if vals:
                 row[key] = stat(vals)
         out[arm] = row
