@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .config import RecipeConfig, digest
-from .lock import _run_lock
+from .lock import _made_once
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -87,12 +87,7 @@ def deepaugment_data(cfg: RecipeConfig, data: RecipeData, cache_root: Path, devi
     key = digest({"da": da, "model": cfg.model, "subset": cfg.train_subset,
                   "images": hashlib.sha1(data.train_x[:256].tobytes()).hexdigest(), "n": len(data.train_x)})
     folder = cache_root / f"deepaugment-{key}"
-    while True:  # one process makes the data; concurrent workers wait for it
-        with _run_lock(folder) as mine:
-            if mine:
-                return _deepaugment_locked(da, folder, data, device, progress)
-        log.info("waiting for another process to finish the DeepAugment data in %s", folder)
-        time.sleep(10)
+    return _made_once(folder, lambda: _deepaugment_locked(da, folder, data, device, progress), "the DeepAugment data")
 
 
 def _deepaugment_locked(da: dict[str, Any], folder: Path, data: RecipeData, device: torch.device, progress: bool

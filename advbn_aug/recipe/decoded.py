@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .config import RecipeConfig, digest
-from .lock import _run_lock
+from .lock import _made_once
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -37,12 +37,7 @@ def decoded_sets(cfg: RecipeConfig, cache_root: Path, data_dir: str | Path | Non
                  progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{variant: (uint8 images (N, 32, 32, 3), labels (N,))}``, made once and cached (see the module doc)."""
     folder = cache_root / f"decoded-{decoded_key(cfg)}"
-    while True:  # one process makes the sets; concurrent workers wait for it
-        with _run_lock(folder) as mine:
-            if mine:
-                return _decoded_locked(cfg, folder, data_dir, progress)
-        log.info("waiting for another process to finish the decoded test sets in %s", folder)
-        time.sleep(10)
+    return _made_once(folder, lambda: _decoded_locked(cfg, folder, data_dir, progress), "the decoded test sets")
 
 
 def _decoded_locked(cfg: RecipeConfig, folder: Path, data_dir: str | Path | None, progress: bool

@@ -67,10 +67,9 @@ def _load(cfg: RecipeConfig, path: Path) -> nn.Module:
     return benchmark_of(cfg).load_exported(cfg, path)
 
 
-def _norm() -> dict[str, Any]:
-    from ..cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
-
-    return {"mean": CIFAR_RESNET_MEAN, "std": CIFAR_RESNET_STD}
+def _norm(cfg: RecipeConfig) -> dict[str, Any]:
+    bench = benchmark_of(cfg)
+    return {"mean": bench.mean, "std": bench.std}
 
 
 def _adv_route(cfg: RecipeConfig, model_adv: nn.Module, data: RecipeData, device: torch.device, amp: bool,
@@ -101,7 +100,7 @@ def _tta(cfg: RecipeConfig, model: nn.Module, data: RecipeData, device: torch.de
     n = len(idx)
     x_clean, y = data.eval_x[idx], data.eval_y[idx]
     fingerprint = images_fingerprint(data.eval_x)  # the cached sets are those of the main evaluation
-    run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm())
+    run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm(cfg))
     folded = fuse_for_eval(model)  # no adaptation: the same function, faster
 
     def acc(images: np.ndarray, mode: str) -> float:
@@ -138,7 +137,7 @@ def _stylized(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData,
         for mode in modes:
             res = evaluate_stylized(model, data.test_x, data.test_y, scfg, batch_size=cfg.eval_batch_size,
                                     device=str(device), amp=amp, tta=mode, tta_momentum=cfg.tta_momentum,
-                                    name=f"{name} {route} {mode}", network=network, cache_dir=cache_dir, **_norm())
+                                    name=f"{name} {route} {mode}", network=network, cache_dir=cache_dir, **_norm(cfg))
             out.setdefault(route, {})[mode] = {"clean_acc": res.clean_accuracy,
                                                "accuracy": {f"{s:g}": a for s, a in res.accuracy.items()},
                                                "mean": float(np.mean(list(res.accuracy.values())))}
@@ -152,7 +151,7 @@ def _decoded(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData, 
     from .decoded import decoded_sets
 
     sets = decoded_sets(cfg, cache_root, data.data_dir)
-    run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm())
+    run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm(cfg))
     out: dict[str, Any] = {"images": len(next(iter(sets.values()))[1])}
     for route, model in models.items():
         folded = fuse_for_eval(model)
@@ -172,7 +171,9 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
     if not todo or not model_path.is_file():
         return False
     name = f"{arm.name}/seed{result['seed']}"
-    model = _load(cfg, model_path)
+    models = {"clean": _load(cfg, model_path)}  # both routes, each loaded once for every mode
+    if arm.advbn and adv_path.is_file():
+        models["adv"] = _load(cfg, adv_path)
     extras = result.setdefault("extras", {})
     added = False
     for mode in todo:
@@ -182,14 +183,12 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
                         mode, adv_path)
             continue
         if mode == "adv_route":
-            value = _adv_route(cfg, _load(cfg, adv_path), data, device, amp, name, run_dir, cache_dir, progress)
+            value = _adv_route(cfg, models["adv"], data, device, amp, name, run_dir, cache_dir, progress)
         elif mode == "tta":
-            value = _tta(cfg, model, data, device, amp, cache_dir)
+            value = _tta(cfg, models["clean"], data, device, amp, cache_dir)
         elif mode == "decoded":
-            models = {"clean": model, **({"adv": _load(cfg, adv_path)} if arm.advbn else {})}
             value = _decoded(cfg, models, data, device, amp, cache_root or run_dir.parent.parent / "_cache")
         else:
-            models = {"clean": model, **({"adv": _load(cfg, adv_path)} if arm.advbn else {})}
             try:
                 value = _stylized(cfg, models, data, device, amp, name, cache_dir)
             except ImportError as err:

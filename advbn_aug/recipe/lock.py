@@ -4,9 +4,15 @@ data)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
 
 @contextlib.contextmanager
@@ -37,3 +43,14 @@ def _run_lock(folder: Path) -> Iterator[bool]:
             lock.unlink(missing_ok=True)
         return
     yield False
+
+
+def _made_once(folder: Path, make: Callable[[], T], what: str, poll_seconds: float = 10.0) -> T:
+    """``make()`` under ``folder``'s lock: one process makes (or reads back) a shared cache, concurrent workers wait
+    for it and then read it themselves."""
+    while True:
+        with _run_lock(folder) as mine:
+            if mine:
+                return make()
+        log.info("waiting for another process to finish %s in %s", what, folder)
+        time.sleep(poll_seconds)
