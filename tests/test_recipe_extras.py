@@ -37,7 +37,9 @@ def painter(monkeypatch):
 def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter, monkeypatch):
     import advbn_aug.recipe.runner as runner
     from advbn_aug.recipe import run_recipe
+    from advbn_aug.recipe import code_version
     from advbn_aug.recipe.extras import extra_key
+    from advbn_aug.recipe.table import commit_label
 
     cfg = toy_config(arms=["standard", "advbn"], corruptions=["contrast"])
     out, runs = tmp_path / "o", tmp_path / "r"
@@ -66,7 +68,9 @@ def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter
     # the adversarial route is another model: its accuracies are its own, not a copy of the clean route's
     route = adv["extras"]["adv_route"]
     assert 0 <= route["mca"] <= 1 and set(route["per_corruption"]) == {"contrast"}
-    assert set(adv["extras"]["stylized"]) == {"clean", "adv", "images", "key", "seconds"}
+    assert set(adv["extras"]["stylized"]) == {"clean", "adv", "images", "key", "seconds", "code"}
+    # each mode records the commit of the code that computed it (it may be newer than the run's own)
+    assert all(e["code"] == code_version() for e in adv["extras"].values())
     assert "adv" not in std["extras"]["stylized"]
     assert set(adv["extras"]["stylized"]["clean"]) == {"none", "full", "online"}
     assert set(adv["extras"]["stylized"]["clean"]["none"]["accuracy"]) == {"0.5", "1"}
@@ -80,6 +84,8 @@ def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter
     assert "mca_adv" in doc["modes"]["advbn"] and "mca_tta_full" in doc["evidence"]["advbn_vs_standard"]
     md = (out / "results.md").read_text()
     assert "## Evaluation modes" in md and "mCA, adversarial BN" in md and "## Paired differences" in md
+    label = commit_label(code_version())
+    assert f"evaluated {label}, modes: adv_route {label}, decoded {label}" in md
     # a third call finds nothing missing and evaluates nothing
     monkeypatch.setattr(runner, "evaluate_extras", boom)
     run_recipe(cfg2, output=out, runs_dir=runs, progress=False, cache_dir=str(tmp_path / "c"))

@@ -82,3 +82,19 @@ def test_table_lists_missing_runs_and_the_commit_of_each_arm(tmp_path):
     assert doc["missing"] == ["advbn/seed0"] and doc["arms"]["standard"]["code"] == ["aaaaaaa+dirty", "unrecorded"]
     md = (tmp_path / "results.md").read_text()
     assert "Runs still missing (1): advbn/seed0." in md and "aaaaaaa+dirty, unrecorded" in md
+
+
+def test_each_run_lists_the_commits_that_trained_and_evaluated_it(tmp_path):
+    from advbn_aug.recipe import aggregate
+
+    r = _result(eval_code={"commit": "c" * 40, "dirty": True},
+                extras={"tta": {"key": "k", "code": {"commit": "d" * 40, "dirty": False}},
+                        "stylized": {"key": "k"}})  # a mode added before modes recorded their commit
+    doc = aggregate([r, _result(seed=1, code=None)], toy_config(), tmp_path, ["standard"])
+    prov = doc["arms"]["standard"]["provenance"]
+    assert prov["seed0"] == {"train": "bbbbbbb", "eval": "ccccccc+dirty",
+                             "modes": {"stylized": "unrecorded", "tta": "ddddddd"}}
+    assert prov["seed1"] == {"train": "unrecorded", "eval": "unrecorded", "modes": {}}
+    md = (tmp_path / "results.md").read_text()
+    assert ("trained bbbbbbb, evaluated ccccccc+dirty, modes: stylized unrecorded, tta ddddddd" in md), md
+    assert "`standard/seed1/model.pt`: `" + "b" * 64 + "`; trained unrecorded, evaluated unrecorded\n" in md

@@ -26,7 +26,8 @@ benchmark (CIFAR-10 or PACS: data, model and frozen prefix, crop, evaluation, ta
 
 from .command import add_arguments, run
 from .config import DEFAULT_ARMS, FULL, SHORT, TINY, ArmConfig, RecipeConfig
-from .runner import code_version, run_arm, run_recipe
+from .provenance import code_version
+from .runner import run_arm, run_recipe
 from .table import aggregate
 from .train import export_state_dict
 

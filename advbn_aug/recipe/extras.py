@@ -33,6 +33,7 @@ from .benchmark import benchmark_of
 from .config import ArmConfig, RecipeConfig, digest
 from .data import RecipeData
 from .evaluate import fuse_for_eval
+from .provenance import code_version
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -194,7 +195,8 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
             except ImportError as err:
                 log.warning("%s: stylized skipped: %s", name, err)
                 continue
-        extras[mode] = {"key": extra_key(cfg, mode), **value, "seconds": round(time.perf_counter() - t0, 1)}
+        extras[mode] = {"key": extra_key(cfg, mode), **value, "seconds": round(time.perf_counter() - t0, 1),
+                        "code": code_version()}
         log.info("%s: evaluation mode %s done (%.0fs)", name, mode, extras[mode]["seconds"])
         added = True
     return added

@@ -12,7 +12,7 @@ from typing import Any
 from .config import ArmConfig
 from .evidence import Metrics, adv_or_clean, arm_metrics, evidence_matrix, format_evidence, get_path
 from .pacs_config import PACS_COMPARISONS, PACSConfig, pacs_prefix_names
-from .table import cost_cells, fmt_stat, group_by_arm, missing_runs, run_facts, write_table_files
+from .table import cost_cells, fmt_stat, group_by_arm, missing_runs, model_lines, run_facts, write_table_files
 
 __all__ = ["pacs_metrics", "aggregate_pacs", "format_pacs_table", "short_table_pacs", "plot_pacs"]
 
@@ -82,8 +82,7 @@ def format_pacs_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
     lines += [""] + format_evidence(doc, PACS_COMPARISONS, metrics, title="Every metric")
     missing = doc.get("missing", [])
     lines += ["", f"Runs still missing ({len(missing)}): " + (", ".join(missing) if missing else "none") + ".",
-              "", "## Exported models (sha256)", ""]
-    lines += [f"- `{a}/{s}/model.pt`: `{h}`" for a, row in arms.items() for s, h in row["sha256"].items()]
+              *model_lines(arms)]
     if commands:
         lines += ["", "## Commands", "", "```"] + list(commands) + ["```"]
     return "\n".join(lines) + "\n"

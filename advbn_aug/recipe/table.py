@@ -17,7 +17,7 @@ from .evidence import stat as _stat
 from .plot import plot_table
 
 __all__ = ["aggregate", "format_table", "short_table", "confidence_interval", "group_by_arm", "run_facts",
-           "missing_runs", "write_table_files", "cost_cells", "fmt_stat", "commit_label"]
+           "model_lines", "missing_runs", "write_table_files", "cost_cells", "fmt_stat", "commit_label"]
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -70,7 +70,30 @@ def run_facts(rs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"train_seconds": _stat([r["train_seconds"] for r in rs]),
             "eval_seconds": _stat([r["eval_seconds"] for r in rs]),
             "sha256": {f"seed{r['seed']}": r["sha256"] for r in rs},
-            "code": sorted({commit_label(r.get("code")) for r in rs})}
+            "code": sorted({commit_label(r.get("code")) for r in rs}),
+            "provenance": {f"seed{r['seed']}": _provenance(r) for r in rs}}
+
+
+def _provenance(r: dict[str, Any]) -> dict[str, Any]:
+    """The commits behind one run's numbers: training, the main evaluation, and each evaluation mode (``extras``),
+    which may have been added later by newer code."""
+    return {"train": commit_label(r.get("code")), "eval": commit_label(r.get("eval_code")),
+            "modes": {m: commit_label(e.get("code")) for m, e in sorted(r.get("extras", {}).items())}}
+
+
+def model_lines(arms: dict[str, Any]) -> list[str]:
+    """The table's last section: each exported model's sha256 and the commits that trained and evaluated it."""
+    lines = ["", "## Exported models (sha256) and the commits behind each run", ""]
+    for a, row in arms.items():
+        prov = row.get("provenance", {})
+        for s, h256 in row["sha256"].items():
+            p = prov.get(s)
+            facts = ""
+            if p:
+                modes = ", ".join(f"{m} {c}" for m, c in p["modes"].items())
+                facts = f"; trained {p['train']}, evaluated {p['eval']}" + (f", modes: {modes}" if modes else "")
+            lines.append(f"- `{a}/{s}/model.pt`: `{h256}`{facts}")
+    return lines
 
 
 def missing_runs(results: list[dict[str, Any]], jobs: Sequence[tuple[ArmConfig, int]]) -> list[str]:
@@ -222,10 +245,7 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
         for c in corr:
             cells = " | ".join(fmt_stat(row["per_corruption"].get(c)) for row in arms.values())
             lines.append(f"| {c} | {cells} |")
-    lines += ["", "## Exported models (sha256)", ""]
-    for a, row in arms.items():
-        for s, h256 in row["sha256"].items():
-            lines.append(f"- `{a}/{s}/model.pt`: `{h256}`")
+    lines += model_lines(arms)
     if commands:
         lines += ["", "## Commands", "", "```"] + list(commands) + ["```"]
     return "\n".join(lines) + "\n"
