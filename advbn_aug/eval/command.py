@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from .corruptions import ALL_CORRUPTIONS, DATASETS
@@ -94,6 +95,26 @@ def _stylized(args: argparse.Namespace, cfg: StylizedConfig, model: nn.Module, m
                              cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
 
 
+def _evaluations(args: argparse.Namespace) -> Iterator[tuple[str, str, nn.Module, tuple, tuple, str, str]]:
+    """``(route, tta, model, mean, std, name, output)`` for every requested BatchNorm route x adaptation mode; each
+    route's model is loaded once (adaptation hands it back unchanged). Loading errors propagate."""
+    from .evaluate import load_model
+
+    routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
+    modes = ("none", "full", "online") if args.tta == "all" else (args.tta,)
+    for route in routes:
+        model, mean, std = load_model(args.model, args.checkpoint, args.num_classes, bn=route)
+        for tta in modes:
+            output = (args.output + (f"/bn_{route}" if len(routes) > 1 else "")
+                      + (f"/tta_{tta}" if len(modes) > 1 else ""))
+            name = args.name or args.model
+            if args.bn != "clean":
+                name = f"{name} [{route} BN]"
+            if tta != "none":
+                name = f"{name} [TTA {tta}]"
+            yield route, tta, model, mean, std, name, output
+
+
 def _clean_only(args: argparse.Namespace) -> int:
     """``--corruptions none`` without ``--stylized``: the clean accuracy on ``--data-dir``/``--split`` alone (e.g. a
     decoded test set from ``advbn-aug visualise make-testset``), per BatchNorm route and adaptation mode."""
@@ -102,7 +123,7 @@ def _clean_only(args: argparse.Namespace) -> int:
 
     from ..data import load_cifar10
     from .bn_adapt import adapted_predict
-    from .evaluate import _batches, _resolve_device, load_model, predict, prepare_batch
+    from .evaluate import _batches, _resolve_device, predict, prepare_batch
 
     if args.dataset != "cifar10":
         print("advbn-aug eval: error: --corruptions none evaluates a CIFAR-10-format split (--data-dir/--split); "
@@ -115,24 +136,19 @@ def _clean_only(args: argparse.Namespace) -> int:
         return 2
     x, y = x[:args.num_images], y[:args.num_images]
     device = _resolve_device(args.device)
-    routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
-    modes = ("none", "full", "online") if args.tta == "all" else (args.tta,)
     out: dict[str, float] = {}
-    for route in routes:
-        try:
-            model, mean, std = load_model(args.model, args.checkpoint, args.num_classes, bn=route)
-        except (ValueError, FileNotFoundError, TypeError) as err:
-            print(f"advbn-aug eval: error: {err}", file=sys.stderr)
-            return 2
-        model.to(device)
-        run_kw = dict(batch_size=args.batch_size, device=device, mean=mean, std=std, amp=not args.no_amp)
-        for tta in modes:
+    try:
+        for route, tta, model, mean, std, name, _ in _evaluations(args):
+            model.to(device)
+            run_kw = dict(batch_size=args.batch_size, device=device, mean=mean, std=std, amp=not args.no_amp)
             preds = adapted_predict(predict, lambda xb, m=mean, s=std: prepare_batch(xb, device, m, s), model, x,
                                     lambda imgs: _batches(imgs, args.batch_size), tta, args.tta_momentum, **run_kw)[0]
             key = f"bn_{route}/tta_{tta}"
             out[key] = float((preds == y).mean())
-            print(f"{args.name or args.model} [{route} BN, TTA {tta}]: clean accuracy on {args.split} "
-                  f"({len(y)} images): {100 * out[key]:.2f}%")
+            print(f"{name}: clean accuracy on {args.split} ({len(y)} images): {100 * out[key]:.2f}%")
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        print(f"advbn-aug eval: error: {err}", file=sys.stderr)
+        return 2
     Path(args.output).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "clean.json").write_text(json.dumps({"split": args.split, "data_dir": args.data_dir,
                                                               "num_images": len(y), "accuracy": out}, indent=1))
@@ -141,9 +157,10 @@ def _clean_only(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the model, evaluate (once per BatchNorm route), write the reports and print the Markdown summaries."""
+    """Build the model, evaluate (once per BatchNorm route and adaptation mode), write the reports and print the
+    Markdown summaries."""
     from ..config_cli import config_from_args
-    from .evaluate import EvalConfig, evaluate_corruptions, load_model
+    from .evaluate import EvalConfig, evaluate_corruptions
     from .report import format_markdown
     from .stylized import StylizedConfig
 
@@ -151,19 +168,10 @@ def run(args: argparse.Namespace) -> int:
     if not corruptions and not args.stylized:
         return _clean_only(args)
     stylized_cfg = config_from_args(args, StylizedConfig, prefix="stylized-") if args.stylized else None
-    routes = ("clean", "adv") if args.bn == "both" else (args.bn,)
-    modes = ("none", "full", "online") if args.tta == "all" else (args.tta,)
-    for route, tta in ((r, t) for r in routes for t in modes):
-        output = args.output + (f"/bn_{route}" if len(routes) > 1 else "") + (f"/tta_{tta}" if len(modes) > 1 else "")
-        name = args.name or args.model
-        if args.bn != "clean":
-            name = f"{name} [{route} BN]"
-        if tta != "none":
-            name = f"{name} [TTA {tta}]"
-        try:
-            model, mean, std = load_model(args.model, args.checkpoint, args.num_classes, bn=route)
+    try:
+        for _, tta, model, mean, std, name, output in _evaluations(args):
             stylized = _stylized(args, stylized_cfg, model, mean, std, tta, name) if stylized_cfg else None
-            result = None
+            written = []
             if corruptions:
                 cfg = EvalConfig(
                     corruptions=args.corruptions, severities=args.severities, source=args.source,
@@ -173,16 +181,13 @@ def run(args: argparse.Namespace) -> int:
                     baseline=args.baseline, output=output, name=name, progress=not args.no_progress, tta=tta,
                     tta_momentum=args.tta_momentum,
                 )
-                result = evaluate_corruptions(model, config=cfg)
-        except (ValueError, FileNotFoundError, TypeError, ImportError) as err:
-            print(f"advbn-aug eval: error: {err}", file=sys.stderr)
-            return 2
-        written = []
-        if result is not None:
-            print(format_markdown(result))
-            written = ["results.json", "results.md", "heatmap.png"] + (["baseline.png"] if args.baseline else [])
-        if stylized is not None:
-            written += [p.name for p in stylized.write(output)]
-            print(stylized.to_markdown())
-        print(f"reports written to {output}/ ({', '.join(written)})")
+                print(format_markdown(evaluate_corruptions(model, config=cfg)))
+                written = ["results.json", "results.md", "heatmap.png"] + (["baseline.png"] if args.baseline else [])
+            if stylized is not None:
+                written += [p.name for p in stylized.write(output)]
+                print(stylized.to_markdown())
+            print(f"reports written to {output}/ ({', '.join(written)})")
+    except (ValueError, FileNotFoundError, TypeError, ImportError) as err:
+        print(f"advbn-aug eval: error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -156,6 +156,7 @@ def _paired(by_arm: dict[str, list[dict[str, Any]]], a: str, b: str) -> dict[str
 _HYPOTHESES = {
     "advbn_vs_standard": ("advbn", "standard", "AdvBN vs standard"),
     "augmix_advbn_vs_augmix": ("augmix_advbn", "augmix", "AugMix + AdvBN vs AugMix"),
+    "augmix_vs_standard": ("augmix", "standard", "AugMix vs standard"),
     "mixstyle_vs_standard": ("mixstyle", "standard", "MixStyle vs standard"),
     "dsu_vs_standard": ("dsu", "standard", "DSU vs standard"),
     "advbn_vs_mixstyle": ("advbn", "mixstyle", "AdvBN vs MixStyle"),
