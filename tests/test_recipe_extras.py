@@ -36,8 +36,7 @@ def painter(monkeypatch):
 @needs_data
 def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter, monkeypatch):
     import advbn_aug.recipe.runner as runner
-    from advbn_aug.recipe import run_recipe
-    from advbn_aug.recipe import code_version
+    from advbn_aug.recipe import code_version, run_recipe
     from advbn_aug.recipe.extras import extra_key
     from advbn_aug.recipe.table import commit_label
 

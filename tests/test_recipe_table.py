@@ -34,6 +34,7 @@ def test_aggregate_two_seeds_mean_std(tmp_path):
     assert row["mca"]["mean"] == pytest.approx(r["mca"] + 0.01)
     assert row["mca"]["std"] == pytest.approx(0.02 / 2 ** 0.5)
     assert (tmp_path / "sha256.txt").read_text().count("\n") == 2
+    assert not (tmp_path / "evidence.png").exists()  # one arm: no comparison, no forest plot
     assert " ± " in (tmp_path / "results.md").read_text()
 
 
@@ -57,6 +58,7 @@ def test_hypotheses_pair_arms_by_seed(tmp_path):
     # Student t, 2 degrees of freedom: 1.333 +- 4.303 * 2.082 / sqrt(3) = [-3.84, +6.50] (in points)
     assert "Δ mCA +1.33 [95% CI -3.84, +6.50; includes 0]" in md, md
     assert "Runs still missing (0): none." in md
+    assert (tmp_path / "evidence.png").is_file()  # the advbn_vs_standard intervals, plotted
 
 
 def test_confidence_interval_matches_the_t_formula_and_says_when_it_excludes_zero():

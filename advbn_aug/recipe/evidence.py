@@ -177,7 +177,8 @@ def format_evidence(doc: dict[str, Any], comparisons: dict[str, tuple[str, str, 
     cols = [k for k in comparisons if k in ev]
     if cols:
         lines += ["", "## Paired differences (points; mean [95% t-interval] over seeds; **≠0**: the interval "
-                  "excludes zero)", "", "| metric | " + " | ".join(comparisons[k][2] for k in cols) + " |",
+                  "excludes zero; plotted in `evidence.png`)", "",
+                  "| metric | " + " | ".join(comparisons[k][2] for k in cols) + " |",
                   "|---|" + "---|" * len(cols)]
         for m in keys:
             lines.append(f"| {metrics[m][0]} | " + " | ".join(_cell(ev[k].get(m)) for k in cols) + " |")

@@ -45,7 +45,8 @@ def aggregate_pacs(results: list[dict[str, Any]], cfg: PACSConfig, output: Path,
            "missing": missing_runs(results, jobs), "modes": modes,
            "evidence": evidence_matrix(by_arm, PACS_COMPARISONS, metrics),
            "runs": results, "written": _dt.datetime.now().isoformat(timespec="seconds")}
-    write_table_files(output, doc, format_pacs_table(doc, commands), by_arm, order, plot_pacs)
+    write_table_files(output, doc, format_pacs_table(doc, commands), by_arm, order, plot_pacs, PACS_COMPARISONS,
+                      metrics)
     return doc
 
 

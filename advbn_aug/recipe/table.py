@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from .config import ArmConfig, RecipeConfig, prefix_names
-from .evidence import arm_metrics, confidence_interval, evidence_matrix, format_evidence
+from .evidence import METRICS, Metrics, arm_metrics, confidence_interval, evidence_matrix, format_evidence
 from .evidence import interval_text as _interval_text
 from .evidence import stat as _stat
+from .evidence_plot import EVIDENCE_PLOT_METRICS, plot_evidence
 from .plot import plot_table
 
 __all__ = ["aggregate", "format_table", "short_table", "confidence_interval", "group_by_arm", "run_facts",
@@ -29,7 +30,8 @@ _COLUMNS = (("clean_acc_jpeg", "clean JPEG test"), ("clean_acc_lossless", "clean
 
 def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, arm_order: Sequence[str],
               commands: Sequence[str] = (), jobs: Sequence[tuple[ArmConfig, int]] = ()) -> dict[str, Any]:
-    """Write ``results.json``, ``results.md``, ``results.png`` (and ``sha256.txt``) in ``output`` from run results."""
+    """Write ``results.json``, ``results.md``, ``results.png``, ``evidence.png`` (and ``sha256.txt``) in ``output``
+    from run results."""
     by_arm, order = group_by_arm(results, arm_order)
     table: dict[str, Any] = {}
     for a in order:
@@ -51,7 +53,8 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
            "evidence": evidence_matrix(by_arm, _HYPOTHESES),
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
-    write_table_files(output, doc, format_table(doc, commands), by_arm, order, plot_table)
+    write_table_files(output, doc, format_table(doc, commands), by_arm, order, plot_table, _HYPOTHESES,
+                      plot_rows=EVIDENCE_PLOT_METRICS)
     return doc
 
 
@@ -103,17 +106,26 @@ def missing_runs(results: list[dict[str, Any]], jobs: Sequence[tuple[ArmConfig, 
 
 
 def write_table_files(output: Path, doc: dict[str, Any], markdown: str, by_arm: dict[str, list[dict[str, Any]]],
-                      order: Sequence[str], plot: Any) -> None:
-    """``results.json``, ``results.md``, ``sha256.txt`` and ``results.png`` (``plot(doc, path)``) in ``output``."""
+                      order: Sequence[str], plot: Any, comparisons: dict[str, tuple[str, str, str]] | None = None,
+                      metrics: Metrics | None = None, plot_rows: Sequence[str] | None = None) -> None:
+    """``results.json``, ``results.md``, ``sha256.txt`` and ``results.png`` (``plot(doc, path)``) in ``output``;
+    with ``comparisons``, also ``evidence.png``, the forest plot of ``doc["evidence"]`` (rows ``plot_rows`` of
+    ``metrics``, default the CIFAR-10 recipe's)."""
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(doc, indent=1))
     (output / "results.md").write_text(markdown)
     (output / "sha256.txt").write_text("".join(f"{r['sha256']}  {r['arm']['name']}/seed{r['seed']}/model.pt\n"
                                                for a in order for r in sorted(by_arm[a], key=lambda r: r["seed"])))
-    try:
-        plot(doc, output / "results.png")
-    except Exception as err:  # plotting is a convenience; the numbers are in the JSON
-        log.warning("could not write results.png: %s", err)
+    plots = [("results.png", lambda path: plot(doc, path))]
+    if comparisons is not None:
+        labels = {k: label for k, (label, _) in (METRICS if metrics is None else metrics).items()}
+        plots.append(("evidence.png", lambda path: plot_evidence(doc.get("evidence", {}), comparisons, labels, path,
+                                                                 plot_rows)))
+    for name, draw in plots:
+        try:
+            draw(output / name)
+        except Exception as err:  # plotting is a convenience; the numbers are in the JSON
+            log.warning("could not write %s: %s", name, err)
 
 
 def cost_cells(arms: dict[str, Any], row: dict[str, Any]) -> str:
