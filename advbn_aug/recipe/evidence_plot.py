@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .plot import save_chart
+
 __all__ = ["plot_evidence", "EVIDENCE_PLOT_METRICS"]
 
 # the CIFAR-10 recipe's rows: each hypothesis on clean, lossless, corruptions and style, through both BN routes and
@@ -64,6 +66,5 @@ def plot_evidence(evidence: dict[str, dict[str, dict[str, Any]]], comparisons: d
         ax.set_yticks(ys, [labels.get(m, m) for m in rows])
     fig.suptitle("mean paired difference with 95 % t-interval (filled: excludes 0)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_chart(fig, path, dpi=100)
     return path

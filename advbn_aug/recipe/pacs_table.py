@@ -12,6 +12,7 @@ from typing import Any
 from .config import ArmConfig
 from .evidence import Metrics, adv_or_clean, arm_metrics, evidence_matrix, format_evidence, get_path
 from .pacs_config import PACS_COMPARISONS, PACSConfig, pacs_prefix_names
+from .plot import save_chart
 from .table import cost_cells, fmt_stat, group_by_arm, missing_runs, model_lines, run_facts, write_table_files
 
 __all__ = ["pacs_metrics", "aggregate_pacs", "format_pacs_table", "short_table_pacs", "plot_pacs"]
@@ -122,6 +123,5 @@ def plot_pacs(doc: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"PACS {doc['task']} ({doc['config']['img_size']} px; mean ± std over seeds)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path, dpi=110)
     return path

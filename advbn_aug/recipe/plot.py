@@ -1,4 +1,5 @@
-"""``results.png``: clean vs corruption accuracy per arm, and accuracy per corruption."""
+"""``results.png``: clean vs corruption accuracy per arm, and accuracy per corruption; :func:`save_chart`, how every
+recipe chart is written."""
 
 from __future__ import annotations
 
@@ -38,6 +39,20 @@ def plot_table(doc: dict[str, Any], path: Path) -> Path:
     axes[1].set_title("per corruption (mean over severities)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_chart(fig, path, dpi=110)
     return path
+
+
+def save_chart(fig: Any, path: Path, dpi: int) -> None:
+    """Write a matplotlib chart as a 256-colour PNG and close it: charts have few colours, so this is about 3x smaller
+    than matplotlib's RGBA PNG at no visible loss (the committed charts travel with the repository)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    plt.close(fig)
+    image = Image.open(buf).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
