@@ -7,7 +7,9 @@ AugMix's Jensen-Shannon consistency loss (Hendrycks et al., ICLR 2020, eq. 1):
 cross-entropy of the clean split only.
 
 :func:`jsd_consistency` gives the JSD term alone (the :class:`~advbn_aug.policy.Policy` weighs it separately);
-:func:`augmix_criterion` returns timm's ``JsdCrossEntropy`` (CE + 12 * JSD) with the paper's settings.
+:func:`augmix_criterion` returns the loss of timm's ``JsdCrossEntropy`` (CE + 12 * JSD) with the paper's settings.
+Both take the KL terms from ``log_softmax``: timm's loss (and the paper's code) take them from the probabilities,
+whose gradient is NaN once a float32 probability underflows to 0 (``tests/test_losses.py``).
 """
 
 from __future__ import annotations
@@ -52,20 +54,37 @@ def jsd_consistency(logits: torch.Tensor | Sequence[torch.Tensor], num_splits: i
         scalar, ``>= 0``; zero iff all views predict the same distribution. Mean over the batch.
     """
     parts = _split_logits(logits, num_splits)
-    probs = [F.softmax(p.float(), dim=1) for p in parts]
-    log_mixture = torch.clamp(torch.stack(probs).mean(0), 1e-7, 1.0).log()
-    return sum(F.kl_div(log_mixture, p, reduction="batchmean") for p in probs) / len(probs)
+    # KL(p || M) from log p (log_softmax), not from p: a float32 probability that underflows to exactly 0 (a logit
+    # gap above ~104) would give xlogy(p, p) a 0/0 gradient and NaN weights
+    log_probs = [F.log_softmax(p.float(), dim=1) for p in parts]
+    log_mixture = torch.clamp(torch.stack([lp.exp() for lp in log_probs]).mean(0), 1e-7, 1.0).log()
+    return sum(F.kl_div(log_mixture, lp, reduction="batchmean", log_target=True) for lp in log_probs) / len(parts)
+
+
+class _JsdCrossEntropy(nn.Module):
+    """Cross-entropy of the clean split plus ``weight`` x :func:`jsd_consistency` of all splits."""
+
+    def __init__(self, num_splits: int, weight: float, smoothing: float) -> None:
+        super().__init__()
+        self.num_splits, self.weight, self.smoothing = num_splits, weight, smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        parts = _split_logits(logits, self.num_splits)
+        ce = F.cross_entropy(parts[0], target[:parts[0].shape[0]], label_smoothing=self.smoothing)
+        return ce + self.weight * jsd_consistency(parts)
 
 
 def augmix_criterion(num_splits: int = 3, weight: float = AUGMIX_JSD_WEIGHT, smoothing: float = 0.0) -> nn.Module:
-    """timm's ``JsdCrossEntropy`` with the paper's settings (no label smoothing; timm's default is 0.1).
+    """The loss of timm's ``JsdCrossEntropy`` with the paper's settings (no label smoothing; timm's default is 0.1),
+    computed without its NaN gradient when a softmax probability underflows to 0 (:func:`jsd_consistency`).
 
-    It expects split-ordered batches ``[clean; view1; ...]`` with ``N`` divisible by ``num_splits`` and takes the
-    cross-entropy on the clean split only. Returns a module ``(logits, targets) -> scalar``.
+    It expects split-ordered batches ``[clean; view1; ...]`` with ``N`` divisible by ``num_splits`` (targets for
+    the whole batch or the clean split) and takes the cross-entropy on the clean split only. Returns a module
+    ``(logits, targets) -> scalar``.
     """
-    from timm.loss import JsdCrossEntropy
-
-    return JsdCrossEntropy(num_splits=num_splits, alpha=weight, smoothing=smoothing)
+    if num_splits < 2:
+        raise ValueError(f"num_splits must be >= 2 (clean + at least one augmented view), got {num_splits}")
+    return _JsdCrossEntropy(num_splits, weight, smoothing)
 
 
 def prediction_kl(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
