@@ -1,4 +1,4 @@
-"""Example grid of Stylized-CIFAR-10 -> results/stylized/examples.png: per row a content image, the PACS painting
+"""Example grid of Stylized-CIFAR-10 -> results/stylized/examples.jpg: per row a content image, the PACS painting
 drawn for it, and the stylised image at each strength (the 32 px images of the test set, enlarged without
 smoothing). Uses the same settings as ``advbn-aug eval --stylized`` (:class:`StylizedConfig` defaults), so after
 that command the sets come from the cache. Run from the repository root.
@@ -17,7 +17,7 @@ from advbn_aug.eval.stylized import StylizedConfig, balanced_subset, load_style_
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--output", default="recipes/cifar10/results/stylized/examples.png")
+    parser.add_argument("--output", default="recipes/cifar10/results/stylized/examples.jpg")
     parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: the shared data)")
     parser.add_argument("--cache-dir", default=None)
