@@ -173,6 +173,13 @@ _HYPOTHESES = {
     "dsu_vs_standard": ("dsu", "standard", "DSU vs standard"),
     "advbn_vs_mixstyle": ("advbn", "mixstyle", "AdvBN vs MixStyle"),
     "advbn_vs_dsu": ("advbn", "dsu", "AdvBN vs DSU"),
+    # the stacks (issue 23): does AdvBN add to DSU, DSU to AdvBN, AdvBN on a quarter of the batch, DSU to AugMix
+    "dsu_advbn_vs_dsu": ("dsu_advbn", "dsu", "DSU + AdvBN vs DSU"),
+    "dsu_advbn_vs_advbn": ("dsu_advbn", "advbn", "DSU + AdvBN vs AdvBN"),
+    "advbn_quarter_vs_advbn": ("advbn_quarter", "advbn", "AdvBN on a quarter of the batch vs AdvBN"),
+    "advbn_quarter_vs_standard": ("advbn_quarter", "standard", "AdvBN on a quarter of the batch vs standard"),
+    "augmix_dsu_vs_augmix": ("augmix_dsu", "augmix", "AugMix + DSU vs AugMix"),
+    "augmix_dsu_advbn_vs_augmix_dsu": ("augmix_dsu_advbn", "augmix_dsu", "AugMix + DSU + AdvBN vs AugMix + DSU"),
     "deepaugment_augmix_advbn_vs_deepaugment_augmix": ("deepaugment_augmix_advbn", "deepaugment_augmix",
                                                        "DeepAugment + AugMix + AdvBN vs DeepAugment + AugMix"),
 }
