@@ -25,8 +25,9 @@ from typing import Any
 
 import torch
 
+from .advbn_config import Layout
 from .config import DictConfig
-from .feature_hook import Params, StatsAugmenter, check_probability, instance_stats
+from .feature_hook import Params, StatsAugmenter, check_layout_option, check_probability, instance_stats, layout_field
 
 __all__ = ["DSU", "DSUConfig"]
 
@@ -36,22 +37,25 @@ class DSUConfig(DictConfig):
     """DSU settings (YAML/dict round trip).
 
     Args:
-        layer: module name or timm ``feature_info`` index whose ``(N, C, H, W)`` output is perturbed.
+        layer: module name or timm ``feature_info`` index whose output is perturbed (see ``layout``).
         p: probability that a training forward is augmented (the whole batch).
         eps: added to every variance before the square root.
         seed: seeds a private CPU ``torch.Generator`` (reproducible draws); ``None``: the global RNG.
+        layout: ``"auto"`` | ``"nchw"`` | ``"nhwc"``, see :data:`~advbn_aug.feature_hook.LAYOUT_HELP`.
     """
 
     layer: str | int = "layer1"
     p: float = 0.5
     eps: float = 1e-6
     seed: int | None = None
+    layout: Layout = layout_field()
 
     def __post_init__(self) -> None:
         self.p = check_probability(self.p)
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps > 0:
             raise ValueError(f"eps must be > 0, got {self.eps!r}")
         self.eps = float(self.eps)
+        self.layout = check_layout_option(self.layout)
 
 
 class DSU(StatsAugmenter):
@@ -102,10 +106,9 @@ class DSU(StatsAugmenter):
         return mu, sig, mu + e1 * sigma_mu, sig + e2 * sigma_sig
 
     def sample_stats(self, x: torch.Tensor, params: Params) -> tuple[torch.Tensor, torch.Tensor]:
-        """The sampled ``(beta, gamma)`` for ``x`` ``(N, C, H, W)``, float32 ``(N, C, 1, 1)``: the output's instance
-        mean and (up to a factor ``sqrt(var / (var + eps))``) its instance std ``|gamma|``."""
-        self._check_feature(x)
-        return self._sampled(x, params)[2:]
+        """The sampled ``(beta, gamma)`` for a layer output ``x`` (any layout), float32 ``(N, C, 1, 1)``: the
+        output's instance mean and (up to a factor ``sqrt(var / (var + eps))``) its instance std ``|gamma|``."""
+        return self._sampled(self._statistics_view(x), params)[2:]
 
     def _apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         """``(N, C, H, W) -> (N, C, H, W)``: statistics in float32, result in ``x``'s dtype; a batch of one: ``x``."""

@@ -15,7 +15,7 @@ from .advbn_config import AttackLoss, Layout
 __all__ = ["check_layout", "check_targets", "check_finite"]
 
 
-def _feature_info_channels(model: nn.Module, layer: str) -> int | None:
+def _feature_info_channels(model: nn.Module | None, layer: str) -> int | None:
     """The channel count timm's ``feature_info`` declares for ``layer`` (``None`` when the model has none)."""
     info = getattr(model, "feature_info", None)
     try:
@@ -27,11 +27,12 @@ def _feature_info_channels(model: nn.Module, layer: str) -> int | None:
     return None
 
 
-def check_layout(model: nn.Module, layer: str, f: torch.Tensor, layout: Layout) -> None:
+def check_layout(model: nn.Module | None, layer: str, f: torch.Tensor, layout: Layout, *, who: str = "AdvBN") -> None:
     """Refuse 4-D outputs that look channels-last unless ``layout`` says so (statistics would mix up axes).
 
     Channels-last is recognised by timm's ``feature_info`` channel count when the model has one, else by
-    ``(N, a, a, c)`` with ``c != a`` (square maps whose last axis differs).
+    ``(N, a, a, c)`` with ``c != a`` (square maps whose last axis differs). ``who`` names the augmenter in the error
+    (``MixStyle``, ``DSU``: they resolve the layout the same way).
     """
     if layout == "nhwc" and f.dim() != 4:
         raise ValueError(f"layout='nhwc' needs a 4-D (N, H, W, C) output, but layer {layer!r} returned shape "
@@ -43,8 +44,8 @@ def check_layout(model: nn.Module, layer: str, f: torch.Tensor, layout: Layout) 
         if looks_nhwc:
             why = f"feature_info says {chs} channels" if chs else "dims 1 and 2 are equal and dim 3 differs"
             raise ValueError(f"the output of layer {layer!r} has shape {tuple(f.shape)}, which looks channels-last "
-                             f"(N, H, W, C) ({why}); AdvBN would take H for the channels. Pass "
-                             f"AdvBN({layer!r}, layout='nhwc') for channels-last stage outputs (Swin), or "
+                             f"(N, H, W, C) ({why}); {who} would take H for the channels. Pass "
+                             f"{who}({layer!r}, layout='nhwc') for channels-last stage outputs (Swin), or "
                              "layout='nchw' if it really is (N, C, H, W)")
 
 

@@ -1,11 +1,16 @@
 """``StatsAugmenter``: stochastic feature-statistics augmenters (MixStyle, DSU) hooked onto any model by layer name.
 
 An augmenter attaches to one layer (a dotted module name or a timm ``feature_info`` index, resolved by
-:func:`~advbn_aug.split.resolve_layer`) through a forward hook that replaces the layer's ``(N, C, H, W)`` output with
-``augment(output)``. The model is not edited: :meth:`StatsAugmenter.detach` leaves its classes, ``state_dict`` keys
-and hooks as they were. The hook is inert (returns ``None``, so the output is bitwise untouched) when the model it is
-attached to is in eval mode, when the augmenter is disabled, and while ``torch.fx`` traces the model. It follows the
-model's ``training`` flag, not the layer's: a frozen layer kept in eval mode (a frozen prefix) is still augmented.
+:func:`~advbn_aug.split.resolve_layer`) through a forward hook that replaces the layer's output with
+``augment(output)``. The output's layout is resolved as AdvBN resolves it (config option ``layout``): ``(N, C, H, W)``
+maps (``"auto"``, refusing outputs that look channels-last, or ``"nchw"``), channels-last ``(N, H, W, C)`` maps
+(``"nhwc"``, timm Swin stages) and ``(N, T, C)`` tokens (any 3-D output); statistics are always per sample and
+channel, over the spatial positions or the tokens.
+
+The model is not edited: :meth:`StatsAugmenter.detach` leaves its classes, ``state_dict`` keys and hooks as they
+were. The hook is inert (returns ``None``, so the output is bitwise untouched) when the model it is attached to is in
+eval mode, when the augmenter is disabled, and while ``torch.fx`` traces the model. It follows the model's
+``training`` flag, not the layer's: a frozen layer kept in eval mode (a frozen prefix) is still augmented.
 
 Randomness is drawn apart from its application, kornia style: ``params = aug.generate_parameters(x.shape, x.device)``
 then ``aug.apply(x, params)``; ``augment(x)`` does both. Parameters come from the augmenter's optional
@@ -18,17 +23,65 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar
+from dataclasses import field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
+from .advbn_config import Layout
+from .feature_checks import check_layout
 from .split import resolve_layer
 
-__all__ = ["StatsAugmenter", "attached_augmenters", "instance_stats", "sample_beta", "check_probability"]
+__all__ = ["StatsAugmenter", "attached_augmenters", "instance_stats", "sample_beta", "check_probability",
+           "layout_field", "check_layout_option", "LAYOUT_HELP"]
 
 Params = dict[str, Any]
+_Read = Literal["nchw", "nhwc", "tokens"]  # how an output is read: its layout once resolved
+
+LAYOUT_HELP = ("layout of the layer output: 'auto' reads 4-D outputs as (N, C, H, W) and refuses those that look "
+               "channels-last (as AdvBN does), 'nchw' forces (N, C, H, W), 'nhwc' for channels-last stage outputs "
+               "(timm Swin); 3-D outputs are tokens (N, T, C), with statistics over T")
+
+
+def layout_field() -> Any:
+    """The ``layout`` field of a feature augmenter's config: declared here once, with its help text."""
+    return field(default="auto", metadata={"help": LAYOUT_HELP})
+
+
+def check_layout_option(layout: Any) -> Layout:
+    """``layout`` if it is ``"auto"``, ``"nchw"`` or ``"nhwc"``; raises ``ValueError`` otherwise."""
+    if layout not in ("auto", "nchw", "nhwc"):
+        raise ValueError(f"layout must be 'auto', 'nchw' or 'nhwc', got {layout!r}")
+    return layout
+
+
+def _nchw_shape(shape: tuple[int, ...], read: _Read) -> tuple[int, ...]:
+    """The ``(N, C, H, W)`` shape statistics are taken on (tokens ``(N, T, C)``: ``(N, C, T, 1)``)."""
+    if read == "nhwc":
+        return (shape[0], shape[3], shape[1], shape[2])
+    if read == "tokens":
+        return (shape[0], shape[2], shape[1], 1)
+    return shape
+
+
+def _to_nchw(x: torch.Tensor, read: _Read) -> torch.Tensor:
+    """A ``(N, C, H, W)`` view of ``x`` (no copy); ``x`` itself when it is one."""
+    if read == "nhwc":
+        return x.permute(0, 3, 1, 2)
+    if read == "tokens":
+        return x.transpose(1, 2).unsqueeze(-1)
+    return x
+
+
+def _from_nchw(y: torch.Tensor, read: _Read) -> torch.Tensor:
+    """The inverse of :func:`_to_nchw`."""
+    if read == "nhwc":
+        return y.permute(0, 2, 3, 1)
+    if read == "tokens":
+        return y.squeeze(-1).transpose(1, 2)
+    return y
 
 
 def check_probability(p: float, name: str = "p") -> float:
@@ -100,12 +153,13 @@ def attached_augmenters(model: nn.Module) -> list[StatsAugmenter]:
 
 
 class StatsAugmenter:
-    """Base class: a stochastic ``(N, C, H, W) -> (N, C, H, W)`` feature augmenter applied at one layer.
+    """Base class: a stochastic feature augmenter applied at one layer, output shape, dtype and memory format kept.
 
-    Subclasses set ``config`` (with at least ``layer`` and ``p``) and implement :meth:`_generate` and
-    :meth:`_apply`. With probability ``p`` a training forward is augmented (the whole batch, as in the papers).
-    Satisfies :class:`~advbn_aug.policy.FeatureAugmenter`; :meth:`loss_term` is ``None`` (the clean forward
-    itself is augmented).
+    Subclasses set ``config`` (with at least ``layer`` and ``p``, and ``layout`` from :func:`layout_field`; without it
+    ``"auto"``) and implement :meth:`_generate` and :meth:`_apply`, which always see ``(N, C, H, W)``: the base
+    resolves the layout and hands them an ``(N, C, H, W)`` view of channels-last maps and tokens. With probability
+    ``p`` a training forward is augmented (the whole batch, as in the papers). Satisfies
+    :class:`~advbn_aug.policy.FeatureAugmenter`; :meth:`loss_term` is ``None`` (the clean forward itself is augmented).
     """
 
     kind: ClassVar[str] = "augmenter"
@@ -198,31 +252,46 @@ class StatsAugmenter:
         return self.generator.device if self.generator is not None else torch.device(device)
 
     def generate_parameters(self, shape: Sequence[int], device: torch.device | str = "cpu") -> Params:
-        """Random parameters for a feature of ``shape`` ``(N, C, H, W)``, as tensors on ``device``.
+        """Random parameters for a layer output of ``shape`` (``(N, C, H, W)``, ``(N, H, W, C)`` with
+        ``layout="nhwc"``, or tokens ``(N, T, C)``), as tensors on ``device``.
 
         Always holds ``"applied"`` (bool: whether this batch is augmented, probability ``p``); the rest only when
-        applied (see the subclass)."""
+        applied (see the subclass; per channel ``C`` whatever the layout)."""
         shape = tuple(int(s) for s in shape)
-        if len(shape) != 4:
-            raise ValueError(f"{type(self).__name__} needs a (N, C, H, W) feature shape, got {shape}")
-        if not self._draw_applied():
-            return {"applied": False}
-        return {"applied": True, **self._generate(shape, torch.device(device))}
+        return self._generate_for(_nchw_shape(shape, self._read(shape)), torch.device(device))
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        """``x`` ``(N, C, H, W)`` augmented with ``params`` (from :meth:`generate_parameters`); ``x`` itself when
+        """``x`` (a layer output, see :meth:`generate_parameters`) augmented with ``params``; ``x`` itself when
         ``params["applied"]`` is false. Same shape, dtype and memory format as ``x``."""
-        self._check_feature(x)
+        read = self._check_feature(x)
         if not params.get("applied", False):
             return x
-        return self._apply(x, params)
+        return self._restyled(x, read, params)
 
     def augment(self, x: torch.Tensor) -> torch.Tensor:
         """Draw parameters and apply them (what the hook does in a training forward); records ``last_params``."""
-        self._check_feature(x)
-        params = self.generate_parameters(x.shape, x.device)
+        read = self._check_feature(x)
+        params = self._generate_for(_nchw_shape(tuple(x.shape), read), x.device)
         self.last_params = params
-        return self.apply(x, params)
+        if not params["applied"]:
+            return x
+        return self._restyled(x, read, params)
+
+    def _generate_for(self, shape: tuple[int, ...], device: torch.device) -> Params:
+        """Parameters for the ``(N, C, H, W)`` statistics shape: the Bernoulli(p) draw, then the subclass's."""
+        if not self._draw_applied():
+            return {"applied": False}
+        return {"applied": True, **self._generate(shape, device)}
+
+    def _restyled(self, x: torch.Tensor, read: _Read, params: Params) -> torch.Tensor:
+        """:meth:`_apply` on the ``(N, C, H, W)`` view of ``x``, returned in ``x``'s layout."""
+        view = _to_nchw(x, read)
+        out = self._apply(view, params)
+        return x if out is view else _from_nchw(out, read)
+
+    def _statistics_view(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` checked and viewed as ``(N, C, H, W)`` (what :meth:`_apply` works on)."""
+        return _to_nchw(x, self._check_feature(x))
 
     def _generate(self, shape: tuple[int, ...], device: torch.device) -> Params:
         raise NotImplementedError
@@ -230,15 +299,31 @@ class StatsAugmenter:
     def _apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         raise NotImplementedError
 
-    def _check_feature(self, x: Any) -> None:
+    def _read(self, shape: tuple[int, ...]) -> _Read:
+        """How an output of ``shape`` is read, resolved from ``config.layout`` as AdvBN resolves it; raises
+        ``ValueError`` for what cannot be read (other ranks, outputs that look channels-last under ``"auto"``)."""
+        name = type(self).__name__
+        if len(shape) not in (3, 4):
+            where = f" at layer {self.layer!r}" if self.layer is not None else ""
+            raise ValueError(f"{name}{where} needs a (N, C, H, W) feature map (or (N, H, W, C) with layout='nhwc', "
+                             f"or (N, T, C) tokens), got shape {shape}: pick a stage or block output (e.g. 'layer1')")
+        layout: Layout = getattr(self.config, "layout", "auto")
+        layer = self.layer if self.layer is not None else str(self.config.layer)
+        check_layout(self.model, layer, torch.empty(shape, device="meta"), layout, who=name)
+        if len(shape) == 3:
+            return "tokens"
+        return "nhwc" if layout == "nhwc" else "nchw"
+
+    def _check_feature(self, x: Any) -> _Read:
+        """Check a layer output; returns how it is read (see :meth:`_read`)."""
         where = f" at layer {self.layer!r}" if self.layer is not None else ""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{type(self).__name__}{where} got a {type(x).__name__}, not a tensor: attach it to a "
                             "layer whose output is a single (N, C, H, W) tensor")
-        if x.dim() != 4 or not x.is_floating_point():
-            raise ValueError(f"{type(self).__name__}{where} needs a floating (N, C, H, W) feature map, got shape "
-                             f"{tuple(x.shape)} ({x.dtype}); token (N, T, C) and channels-last (N, H, W, C) outputs "
-                             "are not supported: pick a convolutional stage (e.g. 'layer1')")
+        if not x.is_floating_point():
+            raise ValueError(f"{type(self).__name__}{where} needs a floating feature, got shape {tuple(x.shape)} "
+                             f"({x.dtype})")
+        return self._read(tuple(x.shape))
 
     # ---------------------------------------------------------------- the hook
     def _on_output(self, module: nn.Module, output: Any) -> Any:

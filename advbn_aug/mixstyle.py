@@ -29,8 +29,17 @@ from typing import Any, Literal
 
 import torch
 
+from .advbn_config import Layout
 from .config import DictConfig
-from .feature_hook import Params, StatsAugmenter, check_probability, instance_stats, sample_beta
+from .feature_hook import (
+    Params,
+    StatsAugmenter,
+    check_layout_option,
+    check_probability,
+    instance_stats,
+    layout_field,
+    sample_beta,
+)
 
 __all__ = ["MixStyle", "MixStyleConfig", "MixMode"]
 
@@ -42,12 +51,13 @@ class MixStyleConfig(DictConfig):
     """MixStyle settings (YAML/dict round trip).
 
     Args:
-        layer: module name or timm ``feature_info`` index whose ``(N, C, H, W)`` output is re-styled.
+        layer: module name or timm ``feature_info`` index whose output is re-styled (see ``layout``).
         p: probability that a training forward is augmented (the whole batch).
         alpha: Beta(alpha, alpha) concentration of the mixing weight ``lam`` (> 0; the paper: 0.1).
         eps: added to the variance before the square root.
         mode: ``"random"`` (partner: random permutation) or ``"crossdomain"`` (partner from another domain).
         seed: seeds a private CPU ``torch.Generator`` (reproducible draws); ``None``: the global RNG.
+        layout: ``"auto"`` | ``"nchw"`` | ``"nhwc"``, see :data:`~advbn_aug.feature_hook.LAYOUT_HELP`.
     """
 
     layer: str | int = "layer1"
@@ -56,6 +66,7 @@ class MixStyleConfig(DictConfig):
     eps: float = 1e-6
     mode: MixMode = "random"
     seed: int | None = None
+    layout: Layout = layout_field()
 
     def __post_init__(self) -> None:
         self.p = check_probability(self.p)
@@ -65,6 +76,7 @@ class MixStyleConfig(DictConfig):
             raise ValueError(f"eps must be > 0, got {self.eps!r}")
         if self.mode not in ("random", "crossdomain"):
             raise ValueError(f"mode must be 'random' or 'crossdomain', got {self.mode!r}")
+        self.layout = check_layout_option(self.layout)
         self.alpha, self.eps = float(self.alpha), float(self.eps)
 
 
@@ -147,7 +159,8 @@ class MixStyle(StatsAugmenter):
         return {"lam": lam.to(device), "perm": perm.to(device)}
 
     def _apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
-        """``(N, C, H, W) -> (N, C, H, W)``: statistics in float32, result in ``x``'s dtype."""
+        """``(N, C, H, W) -> (N, C, H, W)`` (any layout arrives here as that view): statistics in float32, result in
+        ``x``'s dtype."""
         lam, perm = params["lam"], params["perm"]
         if lam.shape != (x.shape[0],) or perm.shape != (x.shape[0],):
             raise ValueError(f"MixStyle parameters are for {lam.shape[0]} samples, the feature has {x.shape[0]}")

@@ -161,8 +161,10 @@ class PolicyConfig(DictConfig):
 
     Args:
         stages: image-stage specs applied in order to the clean batch, e.g. ``{"type": "kornia", "name":
-            "RandomHorizontalFlip", "p": 1.0}``; keys ``p`` (per-sample probability) and ``start_epoch``/``end_epoch``/
-            ``every`` (schedule) apply to every type. Types: kornia, albumentations, augmix, deepaugment (+ registered).
+            "RandomHorizontalFlip", "p": 1.0}`` (op arguments under ``"kwargs"``); keys ``p`` (the probability that
+            the stage is applied to an image, default 1, whatever the op's own default) and ``start_epoch``/
+            ``end_epoch``/``every`` (schedule) apply to every type. Types: kornia, albumentations, augmix, deepaugment
+            (+ registered); see :func:`~advbn_aug.image.build_stage`.
         augmix: :class:`~advbn_aug.image.AugMixConfig` settings for the JSD views; ``None``: no views, no JSD.
         num_views: augmented views per image (the paper: 2).
         features: feature-augmenter specs, e.g. ``{"type": "advbn", "layer": "layer1", "start_epoch": 2}``
@@ -257,11 +259,24 @@ class Policy:
 
     # ------------------------------------------------------------ model
     def attach(self, model: nn.Module) -> nn.Module:
-        """Attach the feature augmenters to ``model`` (in place); build the optimizer afterwards."""
+        """Attach the feature augmenters to ``model`` (in place); build the optimizer afterwards.
+
+        Atomic: if one augmenter fails to attach, those attached before it are detached again (in reverse order) and
+        the error is raised with ``model`` exactly as before."""
         if self.model is not None:
             raise RuntimeError("this Policy is already attached; call policy.detach() first")
-        for f, _ in self.features:
-            f.attach(model)
+        done: list[FeatureAugmenter] = []
+        try:
+            for f, _ in self.features:
+                f.attach(model)
+                done.append(f)
+        except BaseException as err:
+            for f in reversed(done):
+                try:
+                    f.detach()
+                except Exception as undo:  # keep the original error; say what could not be undone
+                    err.add_note(f"while undoing the attach, detaching {f!r} failed too: {undo!r}")
+            raise
         self.model = model
         return model
 
@@ -330,6 +345,9 @@ class Policy:
         c = self.config
         criterion = criterion or F.cross_entropy
         n = images.shape[0]
+        if n == 0:
+            raise ValueError("Policy.step got an empty batch (0 images): skip empty batches before the step (e.g. "
+                             "the last batch of a filtered loader, or use drop_last=True)")
         if not isinstance(targets, torch.Tensor) or targets.shape[0] != n:
             raise ValueError(f"targets must be a tensor with one row per image ({n}), got "
                              f"{getattr(targets, 'shape', type(targets).__name__)}")

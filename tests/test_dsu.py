@@ -94,3 +94,20 @@ def test_config_round_trip_and_errors():
         DSUConfig.from_dict({"factor": 1.0})
     with pytest.raises(ValueError, match="noise_mu"):
         DSU("l", p=1.0).apply(_feature(n=4), DSU("l", p=1.0).generate_parameters((3, 5, 2, 2)))
+
+
+def test_channels_last_output_statistics_are_the_sampled_ones():
+    """Regression (issue 22, 2): with ``layout="nhwc"`` the sampled statistics are channel C's over (H, W)."""
+    x = _feature()  # (8, 5, 6, 7)
+    nhwc = x.permute(0, 2, 3, 1).contiguous()
+    dsu = DSU("layer1", p=1.0, seed=1, layout="nhwc")
+    params = dsu.generate_parameters(nhwc.shape)
+    assert params["noise_mu"].shape == (8, 5)
+    beta, gamma = dsu.sample_stats(nhwc, params)
+    ref_beta, ref_gamma = DSU("layer1").sample_stats(x, params)
+    assert torch.allclose(beta, ref_beta, atol=1e-5) and torch.allclose(gamma, ref_gamma, atol=1e-5)
+    out = dsu.apply(nhwc, params)
+    assert torch.allclose(out.mean((1, 2)), beta.flatten(1), atol=1e-4)
+    assert DSUConfig.from_dict(DSUConfig(layout="nhwc").to_dict()).layout == "nhwc"
+    with pytest.raises(ValueError, match="layout must be"):
+        DSUConfig(layout="hwc")

@@ -274,3 +274,120 @@ def test_mixstyle_at_advbn_layer_with_frozen_prefix_is_applied():
         model(torch.randn(4, 3, 32, 32))
     assert not model.layer1.training, "AdvBN keeps its prefix in eval mode"
     assert ms.last_params is not None and ms.last_params["applied"]
+
+
+class SwinLike(nn.Module):
+    """timm Swin's layout: the stages return channels-last ``(N, H, W, C)`` maps; ``feature_info`` gives widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, 8, 2, stride=2)
+        self.layers = nn.Sequential(nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 8)),
+                                    nn.Sequential(nn.LayerNorm(8), nn.Linear(8, 16)))
+        self.head = nn.Linear(16, 4)
+        self.feature_info = [{"module": "layers.0", "num_chs": 8, "reduction": 2},
+                             {"module": "layers.1", "num_chs": 16, "reduction": 2}]
+
+    def forward(self, x):
+        return self.head(self.layers(self.patch_embed(x).permute(0, 2, 3, 1)).mean((1, 2)))
+
+
+def _same_draws(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k]
+                                        for k in a)
+
+
+@pytest.mark.parametrize("cls", AUGMENTERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_channels_last_output_is_the_permuted_nchw_feature(cls, dtype):
+    """Regression (issue 22, 2): an (N, H, W, C) output took its statistics over (W, C) per "channel" H."""
+    x = _feature_map(dtype)
+    nhwc = x.permute(0, 2, 3, 1).contiguous()
+    aug, ref = cls("l", p=1.0, seed=0, layout="nhwc"), cls("l", p=1.0, seed=0)
+    out, expected = aug.augment(nhwc), ref.augment(x)
+    assert _same_draws(aug.last_params, ref.last_params)  # the same random numbers, read per channel C
+    assert out.shape == nhwc.shape and out.dtype == dtype and out.stride() == nhwc.stride()
+    assert torch.allclose(out.float(), expected.permute(0, 2, 3, 1).float(), atol=1e-5 if dtype == torch.float32
+                          else 0.05, rtol=0.02)
+    params = cls("l", p=1.0, seed=0, layout="nhwc").generate_parameters(nhwc.shape)  # the kornia-style split
+    assert _same_draws(params, aug.last_params) and torch.equal(aug.apply(nhwc, params), out)
+
+
+@pytest.mark.parametrize("cls", AUGMENTERS)
+def test_token_output_takes_statistics_over_the_tokens(cls):
+    x = _feature_map()  # (N, C, H, W) -> tokens (N, H * W, C)
+    tokens = x.flatten(2).transpose(1, 2).contiguous()
+    aug, ref = cls("l", p=1.0, seed=0), cls("l", p=1.0, seed=0)
+    out, expected = aug.augment(tokens), ref.augment(x.flatten(2).unsqueeze(-1))  # (N, C, T, 1)
+    assert _same_draws(aug.last_params, ref.last_params)
+    assert out.shape == tokens.shape and out.is_contiguous()
+    assert torch.allclose(out, expected.squeeze(-1).transpose(1, 2), atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", AUGMENTERS)
+def test_default_layout_on_nchw_is_unchanged_bitwise(cls):
+    """``layout='auto'`` and ``'nchw'`` on an (N, C, H, W) map: the same output and generator state, bit for bit."""
+    x = _feature_map()
+    a, b = cls("l", p=0.5, seed=4), cls("l", p=0.5, seed=4, layout="nchw")
+    for _ in range(4):
+        assert torch.equal(a.augment(x), b.augment(x))
+    assert torch.equal(a.generator.get_state(), b.generator.get_state())
+
+
+@pytest.mark.parametrize("cls", AUGMENTERS)
+def test_swin_like_channels_last_stage(cls):
+    model = SwinLike().train()
+    before = _snapshot(model)
+    x = torch.randn(4, 3, 8, 8)
+    aug = cls(1, p=1.0, seed=0).attach(model)  # feature_info index 1: layers.1, output (N, 4, 4, 16)
+    with pytest.raises(ValueError, match=rf"looks channels-last.*{cls.__name__}\('layers.1', layout='nhwc'\)"):
+        model(x)
+    aug.detach()
+    assert _snapshot(model) == before
+    aug = cls(1, p=1.0, seed=0, layout="nhwc").attach(model)
+    seen = []
+    model.layers[1].register_forward_hook(lambda m, i, o: seen.append(o))  # runs after the augmenter's hook
+    model(x).sum().backward()
+    with aug.disabled():
+        raw = model.layers[1](model.layers[0](model.patch_embed(x).permute(0, 2, 3, 1)))
+    ref = cls("l", p=1.0).apply(raw.permute(0, 3, 1, 2), aug.last_params).permute(0, 2, 3, 1)
+    assert seen[0].shape == (4, 4, 4, 16) and torch.allclose(seen[0], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", AUGMENTERS)
+def test_layout_errors(cls):
+    with pytest.raises(ValueError, match="layout must be 'auto', 'nchw' or 'nhwc'"):
+        cls("l", layout="channels_last")
+    with pytest.raises(ValueError, match="layout='nhwc' needs a 4-D"):
+        cls("l", p=1.0, layout="nhwc").augment(torch.randn(2, 5, 8))
+    with pytest.raises(ValueError, match=rf"looks channels-last.*{cls.__name__}\('l', layout='nhwc'\)"):
+        cls("l", p=1.0).augment(torch.randn(2, 6, 6, 16))  # no model: the shape says (N, H, W, C)
+    assert cls("l", p=1.0, layout="nchw").augment(torch.randn(2, 6, 6, 16)).shape == (2, 6, 6, 16)  # told so
+    with pytest.raises(ValueError, match=r"\(N, T, C\)"):
+        cls("l", p=1.0).augment(torch.randn(2, 3, 4, 4, 4))
+
+
+def _feature_map(dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(6, 5, 4, 7, generator=g) * (0.5 + 2 * torch.rand(6, 5, 1, 1, generator=g)) + 1).to(dtype)
+
+
+def test_timm_swin_stage_is_refused_then_handled_with_layout_nhwc():
+    """A real timm Swin (tiny, random weights): ``layers.1`` returns (N, H, W, C)."""
+    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=4, img_size=32,
+                              window_size=2, embed_dim=16, depths=(1, 1), num_heads=(1, 1)).train()
+    x = torch.randn(4, 3, 32, 32)
+    policy = Policy({"features": [{"type": "mixstyle", "layer": 1, "p": 1.0, "seed": 0}]})
+    policy.attach(model)
+    with pytest.raises(ValueError, match=r"\(4, 4, 4, 32\).*feature_info says 32 channels.*layout='nhwc'"):
+        model(x)
+    policy.detach()
+    policy = Policy({"features": [{"type": "mixstyle", "layer": 1, "p": 1.0, "seed": 0, "layout": "nhwc"},
+                                  {"type": "dsu", "layer": "layers.0", "p": 1.0, "seed": 1, "layout": "nhwc"}]})
+    policy.attach(model)
+    loss, _ = policy.step(model, torch.rand(4, 3, 32, 32), torch.arange(4))
+    loss.backward()
+    assert torch.isfinite(loss) and all(f.last_params["applied"] for f, _ in policy.features)
+    assert policy.features[0][0].last_params["lam"].shape == (4,)
+    assert policy.features[1][0].last_params["noise_mu"].shape == (4, 16)  # per channel C, not per row H
+    policy.detach()

@@ -134,3 +134,21 @@ def test_config_round_trip_and_errors(tmp_path):
         MixStyleConfig.from_dict({"lam": 1})
     with pytest.raises(ValueError, match="parameters are for 6 samples"):
         MixStyle("l", p=1.0).apply(_feature(n=4), MixStyle("l", p=1.0).generate_parameters((6, 5, 7, 6)))
+
+
+def test_channels_last_and_tokens_mix_the_per_channel_statistics():
+    """Regression (issue 22, 2): an (N, H, W, C) or (N, T, C) output must mix channel C's statistics over the
+    positions, as the paper does for (N, C, H, W)."""
+    x = _feature()  # (6, 5, 7, 6)
+    for layout, feat, dims in [("nhwc", x.permute(0, 2, 3, 1).contiguous(), (1, 2)),
+                               ("auto", x.flatten(2).transpose(1, 2).contiguous(), (1,))]:
+        ms = MixStyle("l", p=1.0, seed=0, layout=layout)
+        params = ms.generate_parameters(feat.shape)
+        out = ms.apply(feat, params)
+        _, mu_mix, sig_mix = _reference(x, params["lam"], params["perm"])
+        assert torch.allclose(out.mean(dims), mu_mix.flatten(1), atol=1e-4)
+        assert torch.allclose(out.std(dims), sig_mix.flatten(1), rtol=1e-4)
+    cfg = MixStyleConfig(layout="nhwc")
+    assert MixStyleConfig.from_yaml(cfg.to_yaml()) == cfg and MixStyle.from_config(cfg).config.layout == "nhwc"
+    with pytest.raises(ValueError, match="layout must be"):
+        MixStyleConfig(layout="NHWC")

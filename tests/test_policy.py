@@ -162,3 +162,40 @@ def test_policy_with_in_code_stages_and_advbn_object():
     assert loss.requires_grad and "loss_adv" in info
     with pytest.raises(ValueError, match="permute"):
         policy.step(model, torch.rand(2, 8, 8, 3), torch.arange(2))
+
+
+def _model_state(model):
+    """Everything attaching can change: keys, classes, train flags, requires_grad flags and every hook dict."""
+    return ([(n, type(m), m.training) for n, m in model.named_modules()], list(model.state_dict()),
+            [(n, p.requires_grad) for n, p in model.named_parameters()],
+            [(n, dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._forward_hooks_with_kwargs))
+             for n, m in model.named_modules()])
+
+
+@pytest.mark.parametrize("bad", [{"type": "mixstyle", "layer": "layer9"}, {"type": "dsu", "layer": "fc9"}])
+def test_attach_is_atomic_when_a_later_feature_fails(bad):
+    """Regression (issue 22, 8): AdvBN stayed attached (aux BNs, hooks, frozen prefix) after the second feature's
+    bad layer raised, and ``policy.detach()`` then said "not attached"."""
+    model = Tiny().train()
+    before = _model_state(model)
+    policy = Policy({"features": [{"type": "advbn", "layer": "layer1"}, {"type": "dsu", "layer": "layer2"}, bad]})
+    with pytest.raises(ValueError, match="is not a module of Tiny"):
+        policy.attach(model)
+    assert _model_state(model) == before
+    assert not any("aux_bn" in k for k in model.state_dict())
+    assert all(not f.attached for f, _ in policy.features[1:]) and policy.features[0][0].advbn.model is None
+    with pytest.raises(RuntimeError, match="not attached"):
+        policy.detach()
+    good = Policy({"features": [{"type": "advbn", "layer": "layer1"}]})  # the model can be attached again
+    assert good.attach(model) is model and good.detach() is model
+    assert _model_state(model) == before
+
+
+def test_step_with_an_empty_batch_is_a_clear_error():
+    """Regression (issue 22, 11): ``ZeroDivisionError`` from ``batch.shape[0] // n``."""
+    model = Tiny().train()
+    policy = Policy({"features": []}, features=[StandIn()])
+    policy.attach(model)
+    with pytest.raises(ValueError, match="empty batch"):
+        policy.step(model, torch.rand(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
+    assert policy.features[0][0].active and policy.features[0][0].calls == 0
