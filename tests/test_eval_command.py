@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from advbn_aug.cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, cifar_resnet
@@ -38,3 +39,51 @@ def test_corruptions_none_on_a_missing_split_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "--model", "resnet20", "--data-dir", str(tmp_path), "--split", "test_lossless",
                  "--corruptions", "none", "--device", "cpu", "--output", str(tmp_path / "o")]) == 2
     assert "error" in capsys.readouterr().err
+
+
+
+def _bad_checkpoint(folder, kind):
+    """A file that ``torch.load`` cannot read, or that holds no state_dict of a ResNet-20."""
+    import pickle
+
+    path = folder / f"{kind}.pt"
+    if kind in ("other_keys", "other_depth", "not_a_dict"):  # valid torch files, but not this model's state_dict
+        obj = {"other_keys": lambda: {"foo.weight": torch.zeros(3)}, "not_a_dict": lambda: [1, 2],
+               "other_depth": lambda: cifar_resnet(56).state_dict()}[kind]()
+        torch.save(obj, path)
+        return path
+    good = folder / "good.pt"
+    torch.save(cifar_resnet(20).state_dict(), good)
+    data = good.read_bytes()
+    path.write_bytes({
+        "empty": b"",
+        "truncated": data[: len(data) // 2],  # an interrupted copy: the zip archive lacks its central directory
+        "random": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(),
+        "text": b"hello world\n",
+        "plain_pickle": pickle.dumps({"x": 1}, protocol=2),  # a pickle, but not written by torch.save
+    }[kind])
+    return path
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "text", "plain_pickle", "other_keys",
+                                  "other_depth", "not_a_dict"])
+def test_unreadable_checkpoint_is_a_clear_error_naming_the_file(tmp_path, capsys, kind):
+    """Issue 22 item 12: an empty, truncated or garbage --checkpoint exits 2 with a message naming the file and what
+    to do, not a raw EOFError / zip RuntimeError / KeyError traceback."""
+    bad = _bad_checkpoint(tmp_path, kind)
+    out = tmp_path / "out"
+    (tmp_path / "set").mkdir()
+    np.savez(tmp_path / "set" / "test_lossless1000.npz", x=np.zeros((2, 32, 32, 3), np.uint8), y=np.zeros(2, np.int64))
+    for extra in ([], ["--corruptions", "none", "--data-dir", str(tmp_path / "set")], ["--bn", "both"]):
+        assert main(["eval", "--model", "resnet20", "--checkpoint", str(bad), "--device", "cpu", "--no-progress",
+                     "--output", str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("advbn-aug eval: error: ") and str(bad) in err, err
+        assert "Traceback" not in err and not out.exists()
+    msg = err.lower()
+    if kind in ("other_keys", "other_depth"):
+        assert "--model" in msg and ("missing" in msg or "unexpected" in msg), msg
+    else:
+        assert {"empty": "is empty", "truncated": "is truncated", "not_a_dict": "holds a list"}.get(
+            kind, "not a pytorch checkpoint") in msg, msg
+        assert "torch.save(model.state_dict()" in msg  # the fix

@@ -239,3 +239,64 @@ def test_same_seed_gives_bit_identical_weights(tmp_path):
     assert shas[0] == shas[1] and len(set(shas[0].values())) == 3
     meta = json.loads((tmp_path / "r0" / "advbn" / "seed0" / "train.json").read_text())
     assert meta["threads"] == torch.get_num_threads() and meta["torch"] == torch.__version__
+
+
+def _damaged(path: Path, kind: str) -> Path:
+    """Write a damaged torch file at ``path``: ``empty``, ``truncated`` (the first half of a valid file), ``random``
+    bytes, or a valid torch file holding a list (``not_a_dict``)."""
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {"w": torch.arange(4096.0)}, "step": 1} if kind != "not_a_dict" else [1, 2], path)
+    data = path.read_bytes()
+    if kind != "not_a_dict":
+        path.write_bytes({"empty": b"", "truncated": data[: len(data) // 2],
+                          "random": np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes()}[kind])
+    return path
+
+
+@needs_data
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "not_a_dict"])
+def test_corrupt_resume_checkpoint_is_refused_naming_the_file(tmp_path, kind):
+    """Issue 22 item 12: a corrupt ckpt.pt in a run folder is an error naming it and saying to delete it (not a raw
+    EOFError / zip RuntimeError, nor silently dropped with the training it holds); the file stays."""
+    from advbn_aug.eval.checkpoint import CheckpointError
+    from advbn_aug.recipe.config import DEFAULT_ARMS
+    from advbn_aug.recipe.runner import run_arm
+
+    ckpt = _damaged(tmp_path / "runs" / "standard" / "seed0" / "ckpt.pt", kind)
+    before = ckpt.read_bytes()
+    with pytest.raises(CheckpointError, match="delete it to restart this run from step 0") as err:
+        run_arm(toy_config(arms=["standard"]), DEFAULT_ARMS["standard"], 0, None, tmp_path / "runs",
+                device=torch.device("cpu"), progress=False)  # data is not reached: the checkpoint is read first
+    problem = {"empty": "is empty", "truncated": "is truncated", "random": "is corrupt or not a PyTorch checkpoint",
+               "not_a_dict": "holds a list"}[kind]
+    assert str(err.value).startswith(f"resume checkpoint {ckpt} {problem}"), err.value
+    assert ckpt.read_bytes() == before and not (ckpt.parent / "model.pt").exists()
+
+
+@needs_data
+@pytest.mark.parametrize("kind", ["empty", "truncated", "random", "not_a_dict"])
+def test_corrupt_model_file_of_a_run_folder_is_refused_naming_the_file(tmp_path, kind):
+    """Issue 22 item 12: a corrupt exported model.pt of a trained run (train.json there, result.json not yet), or of
+    a finished run that the runner reuses to add evaluation modes, is an error naming the file and the remedy."""
+    from advbn_aug.eval.checkpoint import CheckpointError
+    from advbn_aug.recipe.config import DEFAULT_ARMS, digest
+    from advbn_aug.recipe.runner import run_arm
+
+    arm, cfg = DEFAULT_ARMS["standard"], toy_config(arms=["standard"], extras=["tta"])
+    run_dir = tmp_path / "runs" / "standard" / "seed0"
+    model = _damaged(run_dir / "model.pt", kind)
+    keys = {"arm": arm.to_dict(), "seed": 0, "train_key": digest(cfg.train_key())}
+    (run_dir / "train.json").write_text(json.dumps(keys))
+    kw = dict(device=torch.device("cpu"), progress=False)
+    with pytest.raises(CheckpointError, match="delete it to train this run again") as err:
+        run_arm(cfg, arm, 0, None, tmp_path / "runs", **kw)  # trained, not evaluated: model.pt is loaded
+    problem = {"empty": "is empty", "truncated": "is truncated", "random": "is corrupt or not a PyTorch checkpoint",
+               "not_a_dict": "holds a list"}[kind]
+    assert str(err.value).startswith(f"exported model {model} {problem}"), err.value
+    (run_dir / "result.json").write_text(json.dumps({**keys, "eval_key": digest(cfg.eval_key())}))
+    with pytest.raises(CheckpointError, match="without the evaluation modes it lacks \\(tta\\)") as err:
+        run_arm(cfg, arm, 0, None, tmp_path / "runs", **kw)  # finished, but the tta mode is missing
+    assert str(err.value).startswith(f"exported model {model} {problem}")
+    assert "--arms standard --seeds 0 --force" in str(err.value)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ._recipe_toy import needs_data
+
 
 def test_cli_errors(tmp_path, capsys):
     from advbn_aug.cli import main
@@ -51,3 +53,52 @@ def test_presets_and_extras_flags():
     assert default_folders(False, "short")[0].as_posix() == "recipes/cifar10/results/short"
     with pytest.raises(ValueError, match="unknown evaluation mode"):
         config_from_args(parser.parse_args(["cifar10", "--extras", "imagenet"]))
+
+
+@pytest.mark.parametrize("flags", [["cifar10", "--tiny", "--arms", "nosuch"],
+                                   ["cifar10", "--tiny", "--arms", "standard", "--arms-dir", "{tmp}/no-arms"],
+                                   ["cifar10", "--tiny", "--arms", "standard", "--data-dir", "{tmp}/empty"],
+                                   ["cifar10", "--tiny", "--arms", "standard", "--collect", "--arms-dir",
+                                    "{tmp}/no-arms"],
+                                   ["pacs", "--tiny", "--arms", "nosuch"]])
+def test_rejected_command_writes_no_log_and_no_config(tmp_path, flags):
+    """Issue 22 item 12: a command that the recipe rejects (unknown arm, missing arms folder or data) is neither
+    appended to logs/commands.log nor written to config.yaml: everything is checked before anything is written."""
+    from advbn_aug.cli import main
+
+    (tmp_path / "empty").mkdir()
+    argv = ["recipe", *(f.format(tmp=tmp_path) for f in flags), "--runs-dir", str(tmp_path / "r"), "--no-progress"]
+    fresh = tmp_path / "fresh"
+    with pytest.raises((ValueError, FileNotFoundError), match="unknown arm|does not exist|not found"):
+        main([*argv, "--output", str(fresh)])
+    assert not fresh.exists()  # not even logs/recipe.log
+    used = tmp_path / "used"  # an output folder of earlier runs: its history and config stay as they were
+    (used / "logs").mkdir(parents=True)
+    (used / "logs" / "commands.log").write_text("2025-01-01T00:00:00 cwd=/x advbn-aug recipe cifar10 --tiny\n")
+    (used / "config.yaml").write_text("steps: 3\n")
+    before = {p: p.read_bytes() for p in used.rglob("*") if p.is_file()}
+    with pytest.raises((ValueError, FileNotFoundError), match="unknown arm|does not exist|not found"):
+        main([*argv, "--output", str(used)])
+    assert {p: p.read_bytes() for p in used.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "r").exists()
+
+
+@needs_data
+def test_corrupt_resume_checkpoint_exits_2_naming_the_file(tmp_path, capsys):
+    """Issue 22 item 12: `advbn-aug recipe` on a run folder with a truncated ckpt.pt prints an error naming the file
+    and the remedy (delete it) and exits 2, instead of a zip RuntimeError traceback; the checkpoint is kept."""
+    import torch
+
+    from advbn_aug.cli import main
+
+    ckpt = tmp_path / "runs" / "standard" / "seed0" / "ckpt.pt"
+    ckpt.parent.mkdir(parents=True)
+    torch.save({"model": {"w": torch.arange(4096.0)}, "step": 1}, ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    assert main(["recipe", "cifar10", "--tiny", "--arms", "standard", "--seeds", "0", "--extras", "none",
+                 "--device", "cpu", "--no-progress", "--output", str(tmp_path / "o"),
+                 "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"advbn-aug recipe: error: resume checkpoint {ckpt} is truncated" in err, err
+    assert "delete it to restart this run from step 0" in err and "Traceback" not in err
+    assert ckpt.is_file() and not (ckpt.parent / "model.pt").exists()

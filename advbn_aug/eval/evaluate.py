@@ -27,7 +27,7 @@ from torch import nn
 from ..config import DictConfig
 from ..dual_norm import Route
 from .bn_adapt import TTA_MODES, adapted_predict
-from .checkpoint import read_state_dict
+from .checkpoint import CheckpointError, read_state_dict
 from .corruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, check_dataset, check_severity, resolve_corruptions
 from .datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
 from .metrics import Baseline, accuracy, load_baseline, summarize
@@ -128,6 +128,23 @@ class EvalResult:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str | Path | None, name: str,
+                num_classes: int) -> None:
+    """``model.load_state_dict(state, strict=True)``; a mismatch raises :class:`CheckpointError` naming the file."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        parts = [f"{label} {keys[:3]}{' ...' if len(keys) > 3 else ''}" for label, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("other shapes at", shapes)) if keys]
+        detail = "; ".join(parts) or str(err).splitlines()[0]
+        raise CheckpointError(checkpoint, f"is not a state_dict of --model {name} with --num-classes {num_classes} "
+                              f"({detail})", "pass the --model (and --num-classes) it was trained as") from None
+
+
 def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int = 10, *, bn: Route = "clean"
                ) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
     """Build a model and its input normalisation ``(model, mean, std)``.
@@ -153,7 +170,7 @@ def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int
                 raise ValueError(f"pretrained {name} has 10 classes, got num_classes={num_classes}: pass --checkpoint")
             return load_pretrained_cifar_resnet(depth), CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
         model = cifar_resnet(depth, num_classes)
-        model.load_state_dict(state, strict=True)
+        _load_state(model, state, checkpoint, name, num_classes)
         return model, CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
     import timm
 
@@ -161,7 +178,7 @@ def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int
         raise ValueError(f"unknown model {name!r}: use resnet20, resnet56 or a timm model name (timm.list_models())")
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if state is not None:
-        model.load_state_dict(state, strict=True)
+        _load_state(model, state, checkpoint, name, num_classes)
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return model, tuple(cfg.get("mean", _IMAGENET_MEAN)), tuple(cfg.get("std", _IMAGENET_STD))
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..eval.checkpoint import CheckpointError
 from .benchmark import benchmark_of
 from .config import ARM_ORDER, PRESETS, TINY, RecipeConfig
 from .pacs_command import add_pacs_arguments, pacs_config_from_args, pacs_default_folders
@@ -147,31 +148,42 @@ def run(args: argparse.Namespace) -> int:
         default_output, default_runs = default_folders(args.tiny, args.preset or "full")
     output = Path(args.output or default_output)
     runs_dir = Path(args.runs_dir or default_runs)
-    (output / "logs").mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(output / "logs" / "recipe.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(handler)
     log.addHandler(console)
     log.setLevel(logging.INFO)
     command = "advbn-aug recipe " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "recipe" else "advbn-aug recipe (library call)"
-    with open(output / "logs" / "commands.log", "a") as f:
-        f.write(f"{_dt.datetime.now().isoformat(timespec='seconds')} cwd={os.getcwd()} {command}\n")
-    history = (output / "logs" / "commands.log").read_text().splitlines()
-    commands = list(dict.fromkeys(line.split(" ", 2)[-1] for line in history if line.strip()))
-    (output / "config.yaml").write_text(cfg.to_yaml())
+    line = f"{_dt.datetime.now().isoformat(timespec='seconds')} cwd={os.getcwd()} {command}\n"
+    history_path = output / "logs" / "commands.log"
+    history = (history_path.read_text() if history_path.is_file() else "") + line
+    commands = list(dict.fromkeys(h.split(" ", 2)[-1] for h in history.splitlines() if h.strip()))
+    handlers = [console]
+
+    def start() -> None:
+        """Once run_recipe has accepted the command (arms, device, data): the run log, the command, the config."""
+        history_path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(output / "logs" / "recipe.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        handlers.append(handler)
+        with open(history_path, "a") as f:
+            f.write(line)
+        (output / "config.yaml").write_text(cfg.to_yaml())
+
     try:
         t0 = time.perf_counter()
         doc = run_recipe(cfg, output=output, runs_dir=runs_dir, data_dir=args.data_dir, arms_dir=args.arms_dir,
                          device=args.device, amp=not args.no_amp, cache_dir=args.cache_dir,
                          progress=not args.no_progress, force=args.force, commands=commands,
-                         collect_only=args.collect)
+                         collect_only=args.collect, on_start=start)
         print(benchmark_of(cfg).short_table(doc))
         print(f"results: {output / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
+    except CheckpointError as err:  # a corrupt file of a run folder: the message names it and the remedy
+        print(f"advbn-aug recipe: error: {err}", file=sys.stderr)
+        return 2
     finally:
-        log.removeHandler(handler)
-        log.removeHandler(console)
-        handler.close()
+        for h in handlers:
+            log.removeHandler(h)
+            h.close()
     return 0

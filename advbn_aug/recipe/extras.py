@@ -64,8 +64,15 @@ def missing_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any]) ->
             and have.get(n, {}).get("key") != extra_key(cfg, n)]
 
 
-def _load(cfg: RecipeConfig, path: Path) -> nn.Module:
-    return benchmark_of(cfg).load_exported(cfg, path)
+def load_run_model(cfg: RecipeConfig, path: Path, fix: str) -> nn.Module:
+    """An exported model file of a run (``model.pt`` / ``model_adv.pt``) in a fresh model; an unusable file raises
+    :class:`~advbn_aug.eval.checkpoint.CheckpointError` naming it, with ``fix`` as the remedy."""
+    from ..eval.checkpoint import CheckpointError
+
+    try:
+        return benchmark_of(cfg).load_exported(cfg, path)
+    except CheckpointError as err:
+        raise err.with_fix(fix, "exported model") from None
 
 
 def _norm(cfg: RecipeConfig) -> dict[str, Any]:
@@ -172,9 +179,11 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
     if not todo or not model_path.is_file():
         return False
     name = f"{arm.name}/seed{result['seed']}"
-    models = {"clean": _load(cfg, model_path)}  # both routes, each loaded once for every mode
+    fix = (f"delete it to keep this finished run without the evaluation modes it lacks ({', '.join(todo)}), put back "
+           f"an intact copy, or train the run again with --arms {arm.name} --seeds {result['seed']} --force")
+    models = {"clean": load_run_model(cfg, model_path, fix)}  # both routes, each loaded once for every mode
     if arm.advbn and adv_path.is_file():
-        models["adv"] = _load(cfg, adv_path)
+        models["adv"] = load_run_model(cfg, adv_path, fix)
     extras = result.setdefault("extras", {})
     added = False
     for mode in todo:

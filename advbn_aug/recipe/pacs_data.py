@@ -97,10 +97,18 @@ def load_pacs_export(cfg: PACSConfig, path: str | Path) -> nn.Module:
     """An exported ``model.pt`` / ``model_adv.pt`` loaded (strictly) into a fresh EfficientNet-Lite0, in eval mode."""
     import timm
 
+    from ..eval.checkpoint import CheckpointError, load_checkpoint_file
     from ..pacs import PACS_CLASSES
 
     model = timm.create_model(cfg.model, pretrained=False, num_classes=len(PACS_CLASSES))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    state = load_checkpoint_file(path)
+    if not isinstance(state, dict):
+        raise CheckpointError(path, f"holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise CheckpointError(path, f"is not a state_dict of {cfg.model} ({' '.join(str(err).split())[:200]})") \
+            from err
     return model.eval()
 
 

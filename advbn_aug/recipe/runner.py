@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import torch
 from .benchmark import benchmark_of
 from .config import ArmConfig, RecipeConfig, digest, load_arms
 from .data import RecipeData, deepaugment_data
-from .extras import evaluate_extras, missing_extras
+from .extras import evaluate_extras, load_run_model, missing_extras
 from .lock import _run_lock
 from .provenance import code_version
 from .train import _train, deterministic_algorithms, export_state_dict, load_fresh_model, sha256_file
@@ -114,7 +114,7 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
         meta_path.write_text(json.dumps(meta, indent=1))
         (run_dir / "ckpt.pt").unlink(missing_ok=True)
         log.info("exported %s (sha256 %s)", model_path, meta["sha256"])
-    model = bench.load_exported(cfg, model_path)
+    model = load_run_model(cfg, model_path, "delete it to train this run again, or put back an intact copy")
     ev = _evaluate(model, cfg, data, device, amp, f"{arm.name}/seed{seed}", run_dir / "eval", cache_dir, progress)
     result = {"arm": arm.to_dict(), "seed": seed, "model": cfg.model, "train_key": train_key, "eval_key": eval_key,
               "model_path": str(model_path), "sha256": meta["sha256"], "train_seconds": meta["train_seconds"],
@@ -140,9 +140,12 @@ def _resolve_device(device: str | None) -> torch.device:
 def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, data_dir: str | Path | None = None,
                arms_dir: str | Path | None = None, device: str | None = None, amp: bool = True,
                cache_dir: str | None = None, progress: bool = True, force: bool = False,
-               commands: Sequence[str] = (), collect_only: bool = False) -> dict[str, Any]:
+               commands: Sequence[str] = (), collect_only: bool = False,
+               on_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run every (arm, seed) of ``cfg`` (skipping finished ones), rewriting the table after each; returns it.
-    ``collect_only``: run nothing, only rewrite the table from the finished runs."""
+    ``collect_only``: run nothing, only rewrite the table from the finished runs. ``on_start``: called once the
+    arms, the device and the data are checked (and the data loaded), before anything is written; a rejected call
+    (unknown arm, missing data, ...) raises before it."""
     bench = benchmark_of(cfg)
     arms = load_arms(arms_dir, bench.arms)
     unknown = [a for a in cfg.arms if a not in arms]
@@ -153,12 +156,16 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     code_version()  # the commit of the code this process runs, read before any work
     jobs = [(arms[a], s) for s in cfg.seeds for a in cfg.arms if arms[a].train or s == cfg.seeds[0]]
     if collect_only:
+        if on_start is not None:
+            on_start()
         found = _collect(cfg, jobs, runs_dir, archive)
         log.info("%d of %d runs finished", len(found), len(jobs))
         return bench.aggregate(found, cfg, output, [a.name for a, _ in jobs], commands, jobs) if found else {}
     dev = _resolve_device(device)
     log_dir = output / "logs"
     data = bench.load_data(cfg, data_dir)
+    if on_start is not None:
+        on_start()
     log.info(data.describe())
     results: list[dict[str, Any]] = []
     doc: dict[str, Any] = {}

@@ -123,6 +123,21 @@ def deterministic_algorithms() -> Iterator[None]:
         torch.backends.cudnn.benchmark = prev[2]
 
 
+def _read_resume_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
+    """The resume checkpoint ``ckpt.pt`` of a run; an unreadable one (empty, truncated, not a dict) raises
+    :class:`~advbn_aug.eval.checkpoint.CheckpointError` naming it and the remedy, rather than being dropped with
+    the training it holds."""
+    from ..eval.checkpoint import CheckpointError, load_checkpoint_file
+
+    fix = (f"delete it to restart this run from step 0 (the steps trained so far are lost), or put back an intact "
+           f"copy; the run folder is {path.parent}")
+    ck = load_checkpoint_file(path, fix=fix, what="resume checkpoint", map_location=device, weights_only=False)
+    if not isinstance(ck, dict):
+        raise CheckpointError(path, f"holds a {type(ck).__name__}, not the recipe's checkpoint dict", fix,
+                              "resume checkpoint")
+    return ck
+
+
 def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path, device: torch.device,
            amp: bool, extra: tuple[np.ndarray, np.ndarray] | None, progress: bool) -> tuple[nn.Module, dict]:
     bench = benchmark_of(cfg)
@@ -140,7 +155,7 @@ def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path,
     start, history, train_seconds = 0, [], 0.0
     ckpt_path = run_dir / "ckpt.pt"
     if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ck = _read_resume_checkpoint(ckpt_path, device)
         if ck.get("train_key") == digest(cfg.train_key()) and ck.get("arm") == arm.to_dict():
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
