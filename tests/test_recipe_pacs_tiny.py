@@ -1,6 +1,7 @@
 """`advbn-aug recipe pacs --tiny` end to end (a stand-in for the ImageNet weights; needs the shared PACS data):
-the runs, the exported state dicts and their frozen prefix, both BatchNorm routes, the committed result copies, the
-table, and a rerun that trains nothing."""
+the runs, the exported state dicts and their frozen prefix, both BatchNorm routes, the weight averages (the tiny
+preset has weight averaging on) and their evaluation, the floor (pretrained backbone + fitted linear head), the
+committed result copies, the table, and a rerun that trains nothing."""
 
 from __future__ import annotations
 
@@ -41,18 +42,19 @@ def test_tiny_recipe_end_to_end(tmp_path, stand_in_weights, pacs_root, monkeypat
     from advbn_aug.recipe.pacs_data import load_pacs_model
 
     out, runs = tmp_path / "out", tmp_path / "runs"
-    argv = ["recipe", "pacs", "--tiny", "--arms", "standard", "advbn", "--no-progress", "--output", str(out),
-            "--runs-dir", str(runs)]
+    argv = ["recipe", "pacs", "--tiny", "--arms", "pretrained", "standard", "advbn", "--no-progress", "--output",
+            str(out), "--runs-dir", str(runs)]
     assert main(argv) == 0
-    for name in ("results.json", "results.md", "results.png", "sha256.txt", "config.yaml"):
+    for name in ("results.json", "results.md", "results.png", "evidence.png", "sha256.txt", "config.yaml"):
         assert (out / name).is_file(), name
     doc = json.loads((out / "results.json").read_text())
-    assert doc["benchmark"] == "pacs" and list(doc["arms"]) == ["standard", "advbn"] and doc["missing"] == []
+    assert doc["benchmark"] == "pacs" and list(doc["arms"]) == ["pretrained", "standard", "advbn"]
+    assert doc["missing"] == []
     assert doc["targets"] == ["art_painting", "cartoon", "sketch"]
     assert "advbn_vs_standard" in doc["evidence"]
     fresh, keys = load_pacs_model(PACS_TINY)
     ref = fresh.state_dict()
-    for arm in ("standard", "advbn"):
+    for arm in ("pretrained", "standard", "advbn"):
         res = json.loads((runs / arm / "seed0" / "result.json").read_text())
         assert json.loads((out / "runs" / arm / "seed0" / "result.json").read_text()) == res  # committed copy
         assert set(res["acc"]) == {"art_painting", "cartoon", "sketch"} and set(res["images"].values()) == {16}
@@ -66,8 +68,26 @@ def test_tiny_recipe_end_to_end(tmp_path, stand_in_weights, pacs_root, monkeypat
     assert set(adv["acc"]) == {"art_painting", "cartoon", "sketch"}
     assert (runs / "advbn" / "seed0" / "model_adv.pt").is_file()
     assert not (runs / "standard" / "seed0" / "model_adv.pt").exists()
+    # the weight average: exported, evaluated through both routes (AdvBN), stored apart from the final weights
+    for arm in ("standard", "advbn"):
+        res = json.loads((runs / arm / "seed0" / "result.json").read_text())
+        meta = json.loads((runs / arm / "seed0" / "train.json").read_text())
+        assert res["ema"]["decay"] == PACS_TINY.ema_decay and res["ema"]["sha256"] == meta["ema"]["sha256"]
+        assert set(res["ema"]["acc"]) == {"art_painting", "cartoon", "sketch"} and "mean_acc" in res["ema"]
+        final = torch.load(runs / arm / "seed0" / "model.pt", weights_only=True)
+        ema = torch.load(runs / arm / "seed0" / "model_ema.pt", weights_only=True)
+        assert list(ema) == keys and not torch.equal(ema["classifier.weight"], final["classifier.weight"])
+    assert set(adv["ema"]["acc"]) == {"art_painting", "cartoon", "sketch"}
+    assert (runs / "advbn" / "seed0" / "model_ema_adv.pt").is_file()
+    assert not (runs / "standard" / "seed0" / "model_ema_adv.pt").exists()
+    assert not (runs / "pretrained" / "seed0" / "model_ema.pt").exists()
+    assert "ema" not in json.loads((runs / "pretrained" / "seed0" / "result.json").read_text())
+    # the floor: the backbone as loaded, a linear head fitted on its features (not the fresh random head)
+    floor = torch.load(runs / "pretrained" / "seed0" / "model.pt", weights_only=True)
+    assert all(torch.equal(floor[k], ref[k]) for k in keys if not k.startswith("classifier."))
     text = (out / "results.md").read_text()
-    assert "128 px" in text and "| advbn | 1 |" in text
+    assert "128 px" in text and "| advbn | 1 |" in text and "### Weight average (EMA" in text
+    assert "not decided yet" in text  # one seed: the headline rule needs two
 
     def boom(*a, **k):
         raise AssertionError("a finished run was recomputed")

@@ -35,7 +35,8 @@ class Benchmark:
     training-time crop and flip of a float NCHW batch in [0, 1]; ``evaluate(model, cfg, data, device, amp, name,
     out_dir, cache_dir, progress)``: the main evaluation's result fields; ``adv_keys``: the fields the
     ``adv_route`` mode keeps; ``aggregate(results, cfg, output, arm_order, commands, jobs)``: writes the table and
-    returns it; ``short_table(doc)``, ``summary(result)``: console lines.
+    returns it; ``short_table(doc)``, ``summary(result)``: console lines; ``untrained(cfg, data, device)``: the
+    model of an arm with ``train: false`` (default: the pretrained model as loaded).
     """
 
     name: str
@@ -53,6 +54,7 @@ class Benchmark:
     aggregate: Callable[..., dict[str, Any]]
     short_table: Callable[[dict[str, Any]], str]
     summary: Callable[[dict[str, Any]], str]
+    untrained: Callable[[Any, Any, torch.device], nn.Module] | None = None
 
 
 def _cifar10() -> Benchmark:
@@ -88,6 +90,7 @@ def _pacs() -> Benchmark:
     from . import pacs_data as pd
     from .pacs_config import PACS_ARMS, PACS_COMPARISONS
     from .pacs_eval import evaluate_pacs, pacs_summary
+    from .pacs_probe import fit_linear_head
     from .pacs_table import aggregate_pacs, short_table_pacs
 
     return Benchmark(
@@ -96,7 +99,7 @@ def _pacs() -> Benchmark:
         prefix_modules=pd.pacs_prefix_modules,
         augment=lambda x, cfg: pd.random_resized_crop_flip(x, tuple(cfg.crop_scale)),
         evaluate=evaluate_pacs, adv_keys=("acc", "mean_acc", "val_acc", "eval_seconds"),
-        aggregate=aggregate_pacs, short_table=short_table_pacs, summary=pacs_summary)
+        aggregate=aggregate_pacs, short_table=short_table_pacs, summary=pacs_summary, untrained=fit_linear_head)
 
 
 @cache

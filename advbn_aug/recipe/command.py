@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=tuple(dict.fromkeys([*PRESETS, *PACS_PRESETS])), default=None,
                         help="named settings: full (the default: the paper's lr 0.001 over one pass of the 50,000 "
                         "training images, 5 seeds), short (the first tables: lr 0.01, 100 steps from 5,000 images, "
-                        "3 seeds), tiny; pacs: full (3 seeds, recipes/pacs/README.md), tiny")
+                        "3 seeds), tiny; pacs: full (single-source photo, 3 seeds, recipes/pacs/README.md), "
+                        "leave_one_out_sketch (the leave-one-domain-out sketch table), tiny")
     parser.add_argument("--config", default=None, help="recipe YAML (RecipeConfig keys); flags override it")
     parser.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default: all: {' '.join(ARM_ORDER)})")
     parser.add_argument("--arms-dir", default=None, help="folder of arm YAML files (adds/overrides built-in arms)")
@@ -102,7 +103,8 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig | PACSConfig:
             base = PACS_PRESETS["tiny" if args.tiny else "full"].advbn
             advbn_from_args(args, AdvBNConfig, prefix="advbn-", base=AdvBNConfig.from_dict(dict(base)))
         return pacs_config_from_args(args, advbn)
-    pacs_only = [f for f in ("protocol", "domain", "img_size", "test_images") if getattr(args, f, None) is not None]
+    pacs_only = [f for f in ("protocol", "domain", "img_size", "test_images", "ema_decay")
+                 if getattr(args, f, None) is not None]
     if pacs_only:
         from ..config_cli import ConfigArgumentError
 
@@ -111,6 +113,11 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig | PACSConfig:
         from ..config_cli import ConfigArgumentError
 
         raise ConfigArgumentError(f"--tiny and --preset {args.preset} contradict each other: pass one")
+    if args.preset not in (None, *PRESETS):
+        from ..config_cli import ConfigArgumentError
+
+        raise ConfigArgumentError(f"--preset {args.preset} is a preset of the PACS recipe; the CIFAR-10 recipe has "
+                                  f"{list(PRESETS)}")
     base = TINY if args.tiny else PRESETS[args.preset or "full"]
     if args.config:
         if not Path(args.config).is_file():

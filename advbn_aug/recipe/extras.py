@@ -8,7 +8,8 @@ machine) keeps its missing modes; the table lists them.
 
 - ``adv_route`` (AdvBN arms): the model with its adversarial BatchNorms (``model_adv.pt``) on the clean test sets and
   the corruption grid (PACS: the target domains), exactly as the main evaluation (the paper evaluates style shifts
-  through this route).
+  through this route). Runs trained with weight averaging (PACS ``ema_decay``) add their average through the
+  adversarial BatchNorms (``model_ema_adv.pt``) under ``["ema"]``.
 - ``tta``: mCA on the first ``tta_images`` images of the corruption subset (and clean accuracy on them) without
   adaptation, with statistics re-estimated per set (``full``) and with online momentum updates (``online``),
   through the clean route.
@@ -81,11 +82,19 @@ def _norm(cfg: RecipeConfig) -> dict[str, Any]:
 
 
 def _adv_route(cfg: RecipeConfig, model_adv: nn.Module, data: RecipeData, device: torch.device, amp: bool,
-               name: str, run_dir: Path, cache_dir: str | None, progress: bool) -> dict[str, Any]:
+               name: str, run_dir: Path, cache_dir: str | None, progress: bool,
+               ema_adv: nn.Module | None = None) -> dict[str, Any]:
+    """The adversarial route's fields; with ``ema_adv`` (the weight average through the adversarial BatchNorms,
+    runs trained with ``ema_decay``), also the same fields of it under ``"ema"``."""
     bench = benchmark_of(cfg)
     ev = bench.evaluate(model_adv, cfg, data, device, amp, f"{name} (adv BN)", run_dir / "eval_adv", cache_dir,
                         progress)
-    return {k: ev[k] for k in bench.adv_keys if k in ev}
+    out = {k: ev[k] for k in bench.adv_keys if k in ev}
+    if ema_adv is not None:
+        ev = bench.evaluate(ema_adv, cfg, data, device, amp, f"{name} (EMA, adv BN)", run_dir / "eval_ema_adv",
+                            cache_dir, progress)
+        out["ema"] = {k: ev[k] for k in bench.adv_keys if k in ev}
+    return out
 
 
 def tta_subset(labels: np.ndarray, n: int) -> np.ndarray:
@@ -184,6 +193,9 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
     models = {"clean": load_run_model(cfg, model_path, fix)}  # both routes, each loaded once for every mode
     if arm.advbn and adv_path.is_file():
         models["adv"] = load_run_model(cfg, adv_path, fix)
+    ema_adv_path, ema_adv = run_dir / "model_ema_adv.pt", None  # runs trained with weight averaging (PACS)
+    if "adv_route" in todo and getattr(cfg, "ema_decay", None) is not None and arm.advbn and ema_adv_path.is_file():
+        ema_adv = load_run_model(cfg, ema_adv_path, fix)
     extras = result.setdefault("extras", {})
     added = False
     for mode in todo:
@@ -193,7 +205,7 @@ def evaluate_extras(cfg: RecipeConfig, arm: ArmConfig, result: dict[str, Any], r
                         mode, adv_path)
             continue
         if mode == "adv_route":
-            value = _adv_route(cfg, models["adv"], data, device, amp, name, run_dir, cache_dir, progress)
+            value = _adv_route(cfg, models["adv"], data, device, amp, name, run_dir, cache_dir, progress, ema_adv)
         elif mode == "tta":
             value = _tta(cfg, models["clean"], data, device, amp, cache_dir)
         elif mode == "decoded":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .pacs_config import PACS_PRESETS, PROTOCOLS, PACSConfig
+from .pacs_config import PACS_PRESETS, PROTOCOLS, PACSConfig, ema_decay_for
 
 __all__ = ["add_pacs_arguments", "pacs_config_from_args", "pacs_default_folders"]
 
@@ -22,6 +22,9 @@ def add_pacs_arguments(parser: argparse.ArgumentParser) -> None:
                        "target (leave_one_out; default sketch)")
     group.add_argument("--img-size", type=int, default=None, help="train/test resolution in px (default 128)")
     group.add_argument("--test-images", type=int, default=None, help="images per target domain (default: all)")
+    group.add_argument("--ema-decay", default=None, metavar="DECAY", help="weight averaging: a decay in [0, 1), "
+                       "'auto' (the recipe's rule for the run's --steps: decay ** (steps / 2) = 0.01) or 'none' "
+                       "(off); default: the preset's (leave_one_out_sketch: 0.991 for its 1,020 steps; full: none)")
 
 
 def pacs_config_from_args(args: argparse.Namespace, advbn: dict | None) -> PACSConfig:
@@ -43,12 +46,34 @@ def pacs_config_from_args(args: argparse.Namespace, advbn: dict | None) -> PACSC
     protocol = args.protocol or base.protocol
     domain = args.domain or (base.domain if protocol == base.protocol else
                              {"single_source": "photo", "leave_one_out": "sketch"}[protocol])
-    return base.with_overrides(
+    cfg = base.with_overrides(
         protocol=protocol, domain=domain, img_size=args.img_size, test_images=args.test_images, arms=args.arms,
         seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
         weight_decay=args.weight_decay, decay_rate=args.decay_rate, decay_at=args.decay_at,
         train_subset=args.train_subset, advbn=advbn or None, eval_batch_size=args.eval_batch_size,
         checkpoint_interval=args.checkpoint_interval, extras=[] if args.extras == ["none"] else args.extras)
+    decay = getattr(args, "ema_decay", None)
+    if decay is None:
+        return cfg
+    return PACSConfig.from_dict({**cfg.to_dict(), "ema_decay": _ema_decay(decay, cfg.steps)})
+
+
+def _ema_decay(text: str, steps: int) -> float | None:
+    """``--ema-decay``: ``none``, ``auto`` (:func:`ema_decay_for` of ``steps``) or a number in [0, 1)."""
+    from ..config_cli import ConfigArgumentError
+
+    if text.lower() == "none":
+        return None
+    if text.lower() == "auto":
+        return ema_decay_for(steps)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise ConfigArgumentError(f"--ema-decay {text}: give a decay in [0, 1), 'auto' (the recipe's rule for "
+                                  f"--steps) or 'none'")
+    return value
 
 
 def pacs_default_folders(tiny: bool, cfg: PACSConfig) -> tuple[Path, Path]:

@@ -17,7 +17,8 @@ from .config import DEFAULT_ARMS, ArmConfig, Overridable, check_shared
 from .table import _HYPOTHESES
 
 __all__ = ["PACSConfig", "PACS_ARMS", "PACS_ARM_ORDER", "PACS_LAYERS", "PACS_COMPARISONS", "PACS_PRESETS",
-           "PACS_FULL", "PACS_TINY", "PROTOCOLS", "pacs_prefix_names"]
+           "PACS_FULL", "PACS_TINY", "PACS_LOO_SKETCH", "PROTOCOLS", "TRAIN_IMAGES", "pacs_prefix_names",
+           "budget_steps", "ema_decay_for"]
 
 PROTOCOLS = ("single_source", "leave_one_out")
 # the candidate AdvBN layers `advbn-aug layers tf_efficientnet_lite0` lists (suggest_layers; the stage outputs in
@@ -43,13 +44,43 @@ PACS_ARMS: dict[str, ArmConfig] = {a.name: a for a in (
               features=[{"type": "mixstyle", "layer": "blocks.1"}, {"type": "mixstyle", "layer": "blocks.2"}]),
     ArmConfig("dsu", "DSU (p 0.5) after blocks.1, blocks.2 and blocks.4",
               features=[{"type": "dsu", "layer": f"blocks.{i}"} for i in (1, 2, 4)]),
+    # the CIFAR-10 recipe's stack (config.py, issue 23) at the PACS layers: AdvBN first in the policy, so its hook
+    # attacks the layer's own output and DSU's hooks perturb the clean forward only
+    ArmConfig("dsu_advbn", "AdvBN after blocks.1 + DSU (p 0.5) after blocks.1, blocks.2 and blocks.4", advbn=True,
+              features=[{"type": "dsu", "layer": f"blocks.{i}"} for i in (1, 2, 4)]),
+    # the floor: no fine-tuning; the ImageNet head has no 7-class PACS counterpart (no giraffe, house or person
+    # class), so a linear head is fitted on the frozen pooled features of the training images (pacs_probe.py)
+    ArmConfig("pretrained", "ImageNet weights, not fine-tuned: a linear head (logistic regression) fitted on the "
+              "frozen features of the training images (the floor; one run)", train=False),
 )}
 PACS_ARM_ORDER = tuple(PACS_ARMS)
+# the single-source table's arms (the default; the later arms are run by the leave-one-out preset or by --arms)
+_SINGLE_SOURCE_ARMS = ("standard", "advbn", "augmix", "augmix_advbn", "mixstyle", "dsu")
 
 # comparison key -> (arm, its control, label), each a column of the paired-difference matrix: the CIFAR-10 recipe's
 # that apply (no DeepAugment arms here), and AugMix alone against standard
 PACS_COMPARISONS = {k: v for k, v in _HYPOTHESES.items() if v[0] in PACS_ARMS and v[1] in PACS_ARMS}
 PACS_COMPARISONS["augmix_vs_standard"] = ("augmix", "standard", "AugMix vs standard")
+
+# training images of each task (the shared copy's counts; tests/test_recipe_pacs_config.py checks them): all 1,670
+# photo images; the official train lists of photo (1,499), art_painting (1,840) and cartoon (2,107)
+TRAIN_IMAGES = {"single_source_photo": 1670, "leave_one_out_sketch": 5446}
+
+
+def budget_steps(train_images: int, batch_size: int = 32, epochs: int = 6) -> int:
+    """The budget rule of every PACS task: ``epochs`` passes of ``train_images // batch_size`` steps (single-source
+    photo: 6 x 52 = 312 steps; leave-one-out sketch: 6 x 170 = 1,020)."""
+    return epochs * (train_images // batch_size)
+
+
+def ema_decay_for(steps: int) -> float:
+    """The weight-averaging decay ``d`` of a run of ``steps`` steps: ``d ** (steps / 2) = 0.01``, rounded to 4
+    digits. The average then holds the low-lr half of the run (everything before the lr decay at half weighs 1 %
+    in all, the start 0.01 %, so no warm-up is needed); its window ``1 / (1 - d)`` is about 11 % of the steps
+    (1,020 steps: d = 0.991, 111 steps)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    return round(0.01 ** (2 / steps), 4)
 
 
 @dataclass
@@ -69,6 +100,10 @@ class PACSConfig(Overridable):
             class-balanced subset for the tiny mode).
         advbn, augmix, jsd_weight: as in the CIFAR recipe (paper defaults: eps 1.1, step 0.2, 6 steps).
         extras: evaluation modes added to each run; ``adv_route`` (AdvBN arms through their adversarial BNs).
+        ema_decay: keep an exponential moving average of the weights (parameters and BatchNorm buffers, the
+            adversarial copies included) with this decay, export it (``model_ema.pt``; AdvBN arms also
+            ``model_ema_adv.pt``) and evaluate it beside the final weights (:func:`ema_decay_for` gives the
+            decay of a step count); ``None``: off (part of the train key only when on).
     """
 
     benchmark: ClassVar[str] = "pacs"
@@ -77,7 +112,7 @@ class PACSConfig(Overridable):
     domain: str = "photo"
     model: str = "tf_efficientnet_lite0"
     img_size: int = 128
-    arms: list[str] = field(default_factory=lambda: list(PACS_ARM_ORDER))
+    arms: list[str] = field(default_factory=lambda: list(_SINGLE_SOURCE_ARMS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     steps: int = 312
     batch_size: int = 32
@@ -96,6 +131,7 @@ class PACSConfig(Overridable):
     eval_batch_size: int = 100
     checkpoint_interval: int = 25
     extras: list[str] = field(default_factory=lambda: ["adv_route"])
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         from ..pacs import PACS_DOMAINS
@@ -115,6 +151,11 @@ class PACSConfig(Overridable):
         bad = [e for e in self.extras if e != "adv_route"]
         if bad:
             raise ValueError(f"unknown evaluation mode(s) {bad} in extras: the PACS recipe has ['adv_route']")
+        d = self.ema_decay
+        if d is not None and (isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1):
+            raise ValueError(f"ema_decay must be a number in [0, 1) (the weight of the running average per step) or "
+                             f"null (no weight averaging), got {d!r}; ema_decay_for(steps) gives the recipe's rule")
+        self.ema_decay = None if d is None else float(d)
         self.seeds = [int(s) for s in self.seeds]
         self.crop_scale = [float(s) for s in self.crop_scale]
 
@@ -133,17 +174,27 @@ class PACSConfig(Overridable):
         """The fields that change a trained model (a finished run is reused only if they match)."""
         keys = ("protocol", "domain", "model", "img_size", "steps", "batch_size", "lr", "momentum", "weight_decay",
                 "decay_at", "decay_rate", "crop_scale", "train_subset", "advbn", "augmix", "jsd_weight")
-        return {"benchmark": "pacs", **{k: getattr(self, k) for k in keys}}
+        key = {"benchmark": "pacs", **{k: getattr(self, k) for k in keys}}
+        if self.ema_decay is not None:  # off, the key is that of the runs made before weight averaging existed
+            key["ema_decay"] = self.ema_decay  # the run exports its average: a run without one is not reused
+        return key
 
     def eval_key(self) -> dict[str, Any]:
         return {"benchmark": "pacs", "protocol": self.protocol, "domain": self.domain, "img_size": self.img_size,
                 "test_images": self.test_images}
 
 
-# the full table's budget per task (recipes/pacs/README.md, "Budget"): 312 steps x 32 images, about 6 passes over
-# photo's 1,670 images (1.8 over the ~5,450 leave-one-out training images), lr 0.01 (x0.1 at half), 3 seeds
+# the single-source table's budget (recipes/pacs/README.md, "Budget"): 312 steps x 32 images = 6 passes of 52 steps
+# over photo's 1,670 images, lr 0.01 (x0.1 at half), 3 seeds; no weight averaging (its 18 runs were made without)
 PACS_FULL = PACSConfig()
-# a smoke run: a few dozen images, a handful of steps, a two-step attack
+# the leave-one-domain-out sketch table (issue 24): the same rule, 6 passes of 170 steps over the 5,446 source
+# images = 1,020 steps, with weight averaging (decay 0.991) as a second evaluation of every run, and the floor
+_LOO_STEPS = budget_steps(TRAIN_IMAGES["leave_one_out_sketch"])
+PACS_LOO_SKETCH = PACSConfig(protocol="leave_one_out", domain="sketch", steps=_LOO_STEPS,
+                             arms=["pretrained", "standard", "advbn", "dsu", "mixstyle", "dsu_advbn"],
+                             ema_decay=ema_decay_for(_LOO_STEPS))
+# a smoke run: a few dozen images, a handful of steps, a two-step attack, weight averaging on
 PACS_TINY = PACSConfig(seeds=[0], steps=3, batch_size=8, train_subset=32, test_images=16, checkpoint_interval=2,
-                       eval_batch_size=32, advbn={"layer": "blocks.1", "eps": 1.1, "step_size": 0.2, "steps": 2})
-PACS_PRESETS: dict[str, PACSConfig] = {"full": PACS_FULL, "tiny": PACS_TINY}
+                       eval_batch_size=32, advbn={"layer": "blocks.1", "eps": 1.1, "step_size": 0.2, "steps": 2},
+                       ema_decay=ema_decay_for(3))
+PACS_PRESETS: dict[str, PACSConfig] = {"full": PACS_FULL, "tiny": PACS_TINY, "leave_one_out_sketch": PACS_LOO_SKETCH}

@@ -1,6 +1,10 @@
 """The PACS result table: per target domain and their mean, through the clean BatchNorms and (AdvBN arms) the
-adversarial ones, mean ± std over seeds, and every metric x every comparison as paired differences with 95 %
-t-intervals (:mod:`.evidence`); ``results.json`` / ``results.md`` / ``results.png`` / ``sha256.txt``."""
+adversarial ones, for the final weights and (runs trained with ``ema_decay``) their moving average, mean ± std over
+seeds, and every metric x every comparison as paired differences with 95 % t-intervals (:mod:`.evidence`);
+``results.json`` / ``results.md`` / ``results.png`` / ``evidence.png`` / ``sha256.txt``.
+
+Which weights are the headline (final or EMA) is decided by :func:`pacs_headline` from the standard arm's runs
+alone, before any arm is compared: the one with the smaller seed spread of the mean target accuracy."""
 
 from __future__ import annotations
 
@@ -10,40 +14,69 @@ from pathlib import Path
 from typing import Any
 
 from .config import ArmConfig
-from .evidence import Metrics, adv_or_clean, arm_metrics, evidence_matrix, format_evidence, get_path
+from .evidence import Metrics, adv_or_clean, arm_metrics, evidence_matrix, format_evidence, get_path, stat
 from .pacs_config import PACS_COMPARISONS, PACSConfig, pacs_prefix_names
 from .plot import save_chart
 from .table import cost_cells, fmt_stat, group_by_arm, missing_runs, model_lines, run_facts, write_table_files
 
-__all__ = ["pacs_metrics", "aggregate_pacs", "format_pacs_table", "short_table_pacs", "plot_pacs"]
+__all__ = ["pacs_metrics", "aggregate_pacs", "format_pacs_table", "short_table_pacs", "plot_pacs", "pacs_headline",
+           "HEADLINE_RULE"]
+
+# the two weights of a run: metric key prefix, result.json location of the clean route, label
+_WEIGHTS = (("", (), ""), ("ema_", ("ema",), "EMA, "))
+HEADLINE_RULE = ("Headline weights, fixed before any two arms are compared: of the final weights and their "
+                 "exponential moving average (EMA), the ones whose **standard** arm varies less over seeds (sample "
+                 "std of its mean target accuracy over the seeds that have both; a tie goes to the final weights). "
+                 "Nothing but the standard arm's runs enters the choice; both are reported for every arm.")
 
 
 def pacs_metrics(targets: Sequence[str], val: bool = False) -> Metrics:
     """Per target domain and the mean, clean route then adversarial route (the clean one for arms without AdvBN),
-    and (leave-one-out) the sources' crossval accuracy."""
+    and (leave-one-out) the sources' crossval accuracy; for the final weights, then (``ema_`` keys) their moving
+    average (runs without one have no value)."""
     m: Metrics = {}
-    for route in ("", "_adv"):
-        for d in [*targets, "mean"]:
-            path = ("mean_acc",) if d == "mean" else ("acc", d)
-            label = f"{d.replace('_', ' ')}{', adversarial BN' if route else ''}"
-            m[f"{d}{route}"] = (label, adv_or_clean("adv_route", *path, clean=path) if route
-                                else lambda r, p=path: get_path(r, *p))
-    if val:
-        m["val"] = ("source crossval (not used for selection)", lambda r: get_path(r, "val_acc"))
+    for prefix, at, wlabel in _WEIGHTS:
+        for route in ("", "_adv"):
+            for d in [*targets, "mean"]:
+                path = (*at, "mean_acc") if d == "mean" else (*at, "acc", d)
+                label = f"{wlabel}{d.replace('_', ' ')}{', adversarial BN' if route else ''}"
+                # the adversarial route of the average is stored in the adv_route mode, under "ema"
+                m[f"{prefix}{d}{route}"] = (label, adv_or_clean("adv_route", *path, clean=path) if route
+                                            else lambda r, p=path: get_path(r, *p))
+        if val:
+            m[f"{prefix}val"] = (f"{wlabel}source crossval (not used for selection)",
+                                 lambda r, p=(*at, "val_acc"): get_path(r, *p))
     return m
+
+
+def pacs_headline(standard_runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The headline weights by :data:`HEADLINE_RULE`, from the **standard** arm's runs only (others are ignored):
+    ``{"rule", "weights": "final" | "ema" | None (undecided: fewer than two seeds with both), "seeds", "std":
+    {"final", "ema"}}``."""
+    runs = sorted((r for r in standard_runs if r.get("arm", {}).get("name") == "standard"
+                   and get_path(r, "mean_acc") is not None and get_path(r, "ema", "mean_acc") is not None),
+                  key=lambda r: r["seed"])
+    out: dict[str, Any] = {"rule": HEADLINE_RULE, "seeds": [r["seed"] for r in runs], "weights": None}
+    if len(runs) < 2:
+        return out
+    spread = {"final": stat([r["mean_acc"] for r in runs])["std"],
+              "ema": stat([r["ema"]["mean_acc"] for r in runs])["std"]}
+    out.update(std=spread, weights="ema" if spread["ema"] < spread["final"] else "final")
+    return out
 
 
 def aggregate_pacs(results: list[dict[str, Any]], cfg: PACSConfig, output: Path, arm_order: Sequence[str],
                    commands: Sequence[str] = (), jobs: Sequence[tuple[ArmConfig, int]] = ()) -> dict[str, Any]:
     """Write the table files in ``output`` from run results; returns the ``results.json`` document."""
     by_arm, order = group_by_arm(results, arm_order)
+    headline = pacs_headline(by_arm.get("standard", []))  # first, from the standard arm alone
     metrics = pacs_metrics(cfg.targets(), val=cfg.protocol == "leave_one_out")
     modes = arm_metrics({a: by_arm[a] for a in order}, metrics)
     table = {a: {"seeds": sorted(r["seed"] for r in by_arm[a]), "description": by_arm[a][0]["arm"]["description"],
                  "advbn": bool(by_arm[a][0]["arm"].get("advbn")), **modes[a], **run_facts(by_arm[a])}
              for a in order}
     doc = {"benchmark": "pacs", "task": cfg.task, "targets": cfg.targets(), "config": cfg.to_dict(), "arms": table,
-           "missing": missing_runs(results, jobs), "modes": modes,
+           "headline": headline, "missing": missing_runs(results, jobs), "modes": modes,
            "evidence": evidence_matrix(by_arm, PACS_COMPARISONS, metrics),
            "runs": results, "written": _dt.datetime.now().isoformat(timespec="seconds")}
     write_table_files(output, doc, format_pacs_table(doc, commands), by_arm, order, plot_pacs, PACS_COMPARISONS,
@@ -68,20 +101,52 @@ def _header(doc: dict[str, Any]) -> list[str]:
             "Accuracy in %, mean ± std over seeds; AdvBN arms also through their adversarial BatchNorms.", ""]
 
 
-def format_pacs_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
+def _headline_lines(doc: dict[str, Any]) -> list[str]:
+    h = doc.get("headline")
+    if not h or not any("ema_mean" in row for row in doc["arms"].values()):
+        return []
+    if h["weights"] is None:
+        verdict = (f"**not decided yet**: the standard arm has both weights in {len(h['seeds'])} seed(s), the rule "
+                   "needs two or more; until then the final weights come first")
+    else:
+        verdict = (f"standard arm, seeds {', '.join(map(str, h['seeds']))}: std of the mean target accuracy "
+                   f"{100 * h['std']['final']:.2f} (final) vs {100 * h['std']['ema']:.2f} (EMA) points → headline: "
+                   f"**{'EMA' if h['weights'] == 'ema' else 'final'} weights**")
+    return ["## Headline weights", "", f"{h['rule']} Here: {verdict}.", ""]
+
+
+def _weights_table(doc: dict[str, Any], prefix: str, title: str) -> list[str]:
     targets, arms = doc["targets"], doc["arms"]
-    cols = [*targets, "mean"]
-    lines = _header(doc) + [
-        "| arm | seeds | " + " | ".join(c.replace("_", " ") for c in cols) + " | mean, adv BN | Δ mean vs standard | "
-        "train s/run | train cost vs standard | code |", "|---|---|" + "---|" * (len(cols) + 5)]
-    base = arms.get("standard", {}).get("mean")
-    for a, row in arms.items():
-        dm = f"{100 * (row['mean']['mean'] - base['mean']):+.2f}" if base and "mean" in row and a != "standard" else "-"
-        adv = fmt_stat(row.get("mean_adv")) if row.get("advbn") else "-"
-        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(fmt_stat(row.get(c)) for c in cols)
-                     + f" | {adv} | {dm} | {cost_cells(arms, row)} |")
-    metrics = pacs_metrics(targets, val="val" in next(iter(doc["modes"].values()), {}))
-    lines += [""] + format_evidence(doc, PACS_COMPARISONS, metrics, title="Every metric")
+    cols = [f"{prefix}{c}" for c in (*targets, "mean")]
+    val = any(f"{prefix}val" in row for row in arms.values())
+    rows = [(a, row) for a, row in arms.items() if f"{prefix}mean" in row]
+    if not rows:
+        return []
+    lines = [f"### {title}", "",
+             "| arm | seeds | " + " | ".join(c.removeprefix(prefix).replace("_", " ") for c in cols)
+             + " | mean, adv BN | Δ mean vs standard" + (" | source crossval" if val else "")
+             + (" | train s/run | train cost vs standard | code |" if not prefix else " |"),
+             "|---|---|" + "---|" * (len(cols) + 2 + val + (3 if not prefix else 0))]
+    base = arms.get("standard", {}).get(f"{prefix}mean")
+    for a, row in rows:
+        m = row[f"{prefix}mean"]
+        dm = f"{100 * (m['mean'] - base['mean']):+.2f}" if base and a != "standard" else "-"
+        adv = fmt_stat(row.get(f"{prefix}mean_adv")) if row.get("advbn") else "-"
+        lines.append(f"| {a} | {m['n']} | " + " | ".join(fmt_stat(row.get(c)) for c in cols) + f" | {adv} | {dm}"
+                     + (f" | {fmt_stat(row.get(f'{prefix}val'))}" if val else "")
+                     + (f" | {cost_cells(arms, row)} |" if not prefix else " |"))
+    return lines + [""]
+
+
+def format_pacs_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
+    arms = doc["arms"]
+    decay = doc["config"].get("ema_decay")
+    tables = {"final": _weights_table(doc, "", "Final weights (the model after the last step)"),
+              "ema": _weights_table(doc, "ema_", f"Weight average (EMA, decay {decay}; the same runs)")}
+    first = "ema" if (doc.get("headline") or {}).get("weights") == "ema" else "final"
+    lines = _header(doc) + _headline_lines(doc) + tables[first] + tables["ema" if first == "final" else "final"]
+    metrics = pacs_metrics(doc["targets"], val=any("val" in row for row in doc["modes"].values()))
+    lines += format_evidence(doc, PACS_COMPARISONS, metrics, title="Every metric")
     missing = doc.get("missing", [])
     lines += ["", f"Runs still missing ({len(missing)}): " + (", ".join(missing) if missing else "none") + ".",
               *model_lines(arms)]
@@ -91,10 +156,12 @@ def format_pacs_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
 
 
 def short_table_pacs(doc: dict[str, Any]) -> str:
+    arms = doc.get("arms", {})
     cols = [*doc.get("targets", []), "mean", "mean_adv"]
+    cols += ["ema_mean", "ema_mean_adv"] if any("ema_mean" in row for row in arms.values()) else []
     rows = [f"{'arm':<14} {'seeds':>5} " + " ".join(f"{c[:14]:>14}" for c in cols)]
-    for a, row in doc.get("arms", {}).items():
-        cells = [fmt_stat(row.get(c)) if c != "mean_adv" or row.get("advbn") else "-" for c in cols]
+    for a, row in arms.items():
+        cells = [fmt_stat(row.get(c)) if not c.endswith("mean_adv") or row.get("advbn") else "-" for c in cols]
         rows.append(f"{a:<14} {len(row['seeds']):>5} " + " ".join(f"{c:>14}" for c in cells))
     return "\n".join(rows)
 
@@ -108,16 +175,21 @@ def plot_pacs(doc: dict[str, Any], path: Path) -> Path:
     import numpy as np
 
     cols = [*doc["targets"], "mean"]
-    series = [(a, "", a) for a in doc["arms"]]
-    series += [(a, "_adv", f"{a} (adv BN)") for a, row in doc["arms"].items() if row.get("advbn")]
+    series = []
+    for prefix, _, wlabel in _WEIGHTS:
+        series += [(a, prefix, "", f"{a}{f' ({wlabel[:-2]})' if prefix else ''}") for a, row in doc["arms"].items()
+                   if f"{prefix}mean" in row]
+        series += [(a, prefix, "_adv", f"{a} ({wlabel}adv BN)") for a, row in doc["arms"].items()
+                   if row.get("advbn") and f"{prefix}mean_adv" in row]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(cols) * len(series) / 4), 4.5))
     width = 0.8 / len(series)
-    for k, (a, route, label) in enumerate(series):
+    for k, (a, prefix, route, label) in enumerate(series):
         row = doc["arms"][a]
-        vals = [100 * row[c + route]["mean"] if c + route in row else np.nan for c in cols]
-        errs = [100 * row[c + route]["std"] if c + route in row else 0 for c in cols]
+        keys = [prefix + c + route for c in cols]
+        vals = [100 * row[c]["mean"] if c in row else np.nan for c in keys]
+        errs = [100 * row[c]["std"] if c in row else 0 for c in keys]
         ax.bar(np.arange(len(cols)) + (k - (len(series) - 1) / 2) * width, vals, width, yerr=errs, capsize=2,
-               label=label, hatch="//" if route else None)
+               label=label, hatch="//" if route else None, alpha=0.6 if prefix else 1.0)
     ax.set_xticks(range(len(cols)), [c.replace("_", " ") for c in cols])
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"PACS {doc['task']} ({doc['config']['img_size']} px; mean ± std over seeds)")

@@ -98,8 +98,10 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
     bench = benchmark_of(cfg)
     _, keys = load_fresh_model(cfg)  # before training, as always: building the model draws from the global RNG
     if meta is None:
+        for stale in _EMA_FILES:  # a weight average of an earlier training of this folder is not this run's
+            (run_dir / stale).unlink(missing_ok=True)
         if not arm.train:
-            model, _ = load_fresh_model(cfg)
+            model = bench.untrained(cfg, data, device) if bench.untrained is not None else load_fresh_model(cfg)[0]
             info: dict[str, Any] = {"history": [], "train_seconds": 0.0, "trainable_parameters": 0}
         else:
             extra = deepaugment_data(cfg, data, runs_dir / "_cache", device, progress) if arm.deepaugment else None
@@ -116,16 +118,36 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
         log.info("exported %s (sha256 %s)", model_path, meta["sha256"])
     model = load_run_model(cfg, model_path, "delete it to train this run again, or put back an intact copy")
     ev = _evaluate(model, cfg, data, device, amp, f"{arm.name}/seed{seed}", run_dir / "eval", cache_dir, progress)
+    ema = _evaluate_average(cfg, arm, seed, data, run_dir, meta, device, amp, cache_dir, progress)
     result = {"arm": arm.to_dict(), "seed": seed, "model": cfg.model, "train_key": train_key, "eval_key": eval_key,
               "model_path": str(model_path), "sha256": meta["sha256"], "train_seconds": meta["train_seconds"],
               "trainable_parameters": meta["trainable_parameters"],
-              "final_loss": meta["history"][-1] if meta["history"] else None, **ev,
+              "final_loss": meta["history"][-1] if meta["history"] else None, **ev, **ema,
               "code": meta.get("code"), "eval_code": code_version(),
               "finished": _dt.datetime.now().isoformat(timespec="seconds")}
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     log.info("%s seed %d: %s  (train %.0fs, eval %.0fs)", arm.name, seed, bench.summary(result),
              result["train_seconds"], result["eval_seconds"])
     return result
+
+
+_EMA_FILES = ("model_ema.pt", "model_ema_adv.pt")
+
+
+def _evaluate_average(cfg: Any, arm: ArmConfig, seed: int, data: Any, run_dir: Path, meta: dict[str, Any],
+                      device: torch.device, amp: bool, cache_dir: str | None, progress: bool) -> dict[str, Any]:
+    """``{"ema": {"decay", "sha256", <the main evaluation's fields>}}`` for a run trained with weight averaging
+    (``model_ema.pt``, clean BatchNorms; the adversarial route is the ``adv_route`` mode's); ``{}`` otherwise."""
+    if getattr(cfg, "ema_decay", None) is None or "ema" not in meta:
+        return {}
+    bench = benchmark_of(cfg)
+    path = run_dir / _EMA_FILES[0]
+    fix = f"train this run again (--arms {arm.name} --seeds {seed} --force), or put back an intact copy"
+    model = load_run_model(cfg, path, fix)
+    ev = _evaluate(model, cfg, data, device, amp, f"{arm.name}/seed{seed} (EMA)", run_dir / "eval_ema", cache_dir,
+                   progress)
+    return {"ema": {"decay": meta["ema"]["decay"], "sha256": meta["ema"]["sha256"],
+                    **{k: ev[k] for k in bench.adv_keys if k in ev}}}
 
 
 def _resolve_device(device: str | None) -> torch.device:

@@ -153,13 +153,17 @@ def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path,
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start, history, train_seconds = 0, [], 0.0
+    ema = _weight_average(cfg, model)
     ckpt_path = run_dir / "ckpt.pt"
     if ckpt_path.is_file():
         ck = _read_resume_checkpoint(ckpt_path, device)
-        if ck.get("train_key") == digest(cfg.train_key()) and ck.get("arm") == arm.to_dict():
+        if (ck.get("train_key") == digest(cfg.train_key()) and ck.get("arm") == arm.to_dict()
+                and (ema is None or "ema" in ck)):
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             scaler.load_state_dict(ck["scaler"])
+            if ema is not None:
+                ema.load_state_dict(ck["ema"])
             start, history, train_seconds = ck["step"], ck["history"], ck["train_seconds"]
             log.info("resumed %s seed %d from step %d", arm.name, seed, start)
         else:
@@ -197,6 +201,8 @@ def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path,
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        if ema is not None:
+            ema.update(model)  # reads the model only: no random numbers, no change to the training
         rec = {k: round(float(v), 5) for k, v in info.items() if k.startswith("loss")}
         history.append({"step": step + 1, "lr": _lr_at(cfg, step), **rec})
         if not np.isfinite(rec["loss"]):
@@ -212,7 +218,8 @@ def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path,
             tmp = ckpt_path.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scaler": scaler.state_dict(),
                         "step": done, "history": history, "train_seconds": elapsed, "arm": arm.to_dict(),
-                        "train_key": digest(cfg.train_key())}, tmp)
+                        "train_key": digest(cfg.train_key()), **({} if ema is None else {"ema": ema.state_dict()})},
+                       tmp)
             tmp.replace(ckpt_path)
     bar.close()
     train_seconds += time.perf_counter() - t0
@@ -223,9 +230,36 @@ def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path,
         tmp = (run_dir / "model_adv.pt").with_suffix(".tmp")
         torch.save({k: adv[k].detach().cpu().clone().contiguous() for k in keys}, tmp)
         tmp.replace(run_dir / "model_adv.pt")
+    info: dict[str, Any] = {}
+    if ema is not None:
+        info["ema"] = _export_average(ema, keys, run_dir, arm.advbn)
     plain = policy.detach()
     for p in plain.parameters():
         p.requires_grad_(True)
     return plain.cpu().eval(), {"history": history, "train_seconds": round(train_seconds, 2),
                                 "trainable_parameters": n_params, "threads": torch.get_num_threads(),
-                                "torch": torch.__version__}
+                                "torch": torch.__version__, **info}
+
+
+def _weight_average(cfg: Any, model: nn.Module):
+    """The run's weight average when the config asks for one (``ema_decay``; the CIFAR-10 recipe has none)."""
+    decay = getattr(cfg, "ema_decay", None)
+    if decay is None:
+        return None
+    from .ema import WeightAverage
+
+    return WeightAverage(model, decay)
+
+
+def _export_average(ema: Any, keys: Sequence[str], run_dir: Path, advbn: bool) -> dict[str, Any]:
+    """Write ``model_ema.pt`` (and, for AdvBN arms, ``model_ema_adv.pt``: the average through the adversarial
+    BatchNorms); returns ``{"decay", "sha256"[, "sha256_adv"]}`` for ``train.json``."""
+    out: dict[str, Any] = {"decay": ema.decay}
+    for route, name, field in (("clean", "model_ema.pt", "sha256"), ("adv", "model_ema_adv.pt", "sha256_adv")):
+        if route == "adv" and not advbn:
+            continue
+        tmp = (run_dir / name).with_suffix(".tmp")
+        torch.save(ema.export(keys, route), tmp)
+        tmp.replace(run_dir / name)
+        out[field] = sha256_file(run_dir / name)
+    return out
