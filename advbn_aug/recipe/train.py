@@ -19,6 +19,7 @@ from torch import nn
 from .benchmark import benchmark_of
 from .config import ArmConfig, RecipeConfig, digest, prefix_names
 from .data import RecipeData
+from .ema import WeightAverage
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -241,17 +242,13 @@ def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path,
                                 "torch": torch.__version__, **info}
 
 
-def _weight_average(cfg: Any, model: nn.Module):
+def _weight_average(cfg: Any, model: nn.Module) -> WeightAverage | None:
     """The run's weight average when the config asks for one (``ema_decay``; the CIFAR-10 recipe has none)."""
     decay = getattr(cfg, "ema_decay", None)
-    if decay is None:
-        return None
-    from .ema import WeightAverage
-
-    return WeightAverage(model, decay)
+    return None if decay is None else WeightAverage(model, decay)
 
 
-def _export_average(ema: Any, keys: Sequence[str], run_dir: Path, advbn: bool) -> dict[str, Any]:
+def _export_average(ema: WeightAverage, keys: Sequence[str], run_dir: Path, advbn: bool) -> dict[str, Any]:
     """Write ``model_ema.pt`` (and, for AdvBN arms, ``model_ema_adv.pt``: the average through the adversarial
     BatchNorms); returns ``{"decay", "sha256"[, "sha256_adv"]}`` for ``train.json``."""
     out: dict[str, Any] = {"decay": ema.decay}
