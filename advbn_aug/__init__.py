@@ -1,6 +1,7 @@
 """advbn_aug: adversarial feature-statistics augmentation (AdvBN) as a plugin for timm and torchvision models.
 
-Core: :class:`AdvBN` / :func:`attach` (feature-space; :func:`attack_stats` is its functional core), :class:`Policy`
+Core: :class:`AdvBN` / :func:`attach` (feature-space; :func:`attack_stats` is its functional core;
+:func:`strip_advbn` makes plain models of copies such as an EMA), :class:`Policy`
 (stacks image-space stages such as :class:`AugMix` and :class:`DeepAugment` with feature-space augmenters),
 :func:`evaluate_corruptions` (CIFAR-10-C / ImageNet-C style robustness evaluation).
 """
@@ -49,6 +50,7 @@ from .policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
 from .pretrained import load_efficientnet_lite
 from .split import ModelSplit, resolve_layer, split_model
 from .stats import FeatureStats, feature_stats, perturb_stats
+from .strip import strip_advbn
 from .visualise import (
     DecoderConfig,
     FeatureDecoder,
@@ -63,7 +65,7 @@ from .visualise import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdvBN", "AdvBNConfig", "attach", "attack_stats", "run_attack", "AttackResult",
+    "AdvBN", "AdvBNConfig", "attach", "strip_advbn", "attack_stats", "run_attack", "AttackResult",
     "CifarResNet", "cifar_resnet", "load_pretrained_cifar_resnet",
     "DictConfig",
     "load_cifar10", "shared_data_dir",

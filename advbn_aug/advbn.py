@@ -32,6 +32,7 @@ from .attack import Criterion, run_attack
 from .bn_fold import fold_conv_bn
 from .dual_norm import Route, convert_dual_norm, fold_dual_norm, routed
 from .feature_checks import check_finite, check_layout, check_targets
+from .inert import check_attach, check_first_attack
 from .inner_layers import InnerHook, InnerLayers
 from .losses import prediction_kl
 from .split import FxSplit, ModelSplit, resolve_layer, split_model
@@ -121,6 +122,7 @@ class AdvBN:
         self._attack_fn: Any = None
         self._auto_clamp: dict[int, float | None] = {}
         self._layout_checked = False
+        self._inert_norms: tuple[str, ...] = ()  # BatchNorms that undo the perturbation unless a clamp applies
 
     @classmethod
     def from_config(cls, config: AdvBNConfig | dict) -> AdvBN:
@@ -175,6 +177,7 @@ class AdvBN:
             raise ValueError(f"{wants_graph[0]}={getattr(self.config, wants_graph[0])} needs the torch.fx split, but "
                              f"{type(model).__name__} at {self.config.layer!r} takes the hook split ({split.reason}); "
                              f"drop {wants_graph[0]}")
+        self._inert_norms = check_attach(split, self.config)  # closes the split and raises if AdvBN does nothing
         self.model, self.split = model, split
         if self.config.freeze_prefix:
             for p in split.prefix_params:
@@ -401,6 +404,8 @@ class AdvBN:
                                                     random_start=cfg.random_start or cfg.attack_loss == "kl",
                                                     mean=mean, extra_starts=extra_starts)
                 self._extra_multipliers = extra
+                if self._multipliers is None:  # the first attack: did it do anything?
+                    check_first_attack(self.split, cfg, self._inert_norms, clamp, m, s, nonfinite)
         finally:
             self._busy = False
         n = m.shape[0]  # 1 for batch statistics, N per instance

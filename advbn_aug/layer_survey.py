@@ -1,8 +1,9 @@
 """Survey the layers of a model where AdvBN could perturb feature statistics (``advbn-aug layers MODEL``).
 
 :func:`suggest_layers` lists candidate layers with what decides the choice: the output's shape and layout, whether it
-is non-negative (the ReLU clamp), the share of the compute after it (the attack re-runs that part several times per
-step) and whether :func:`~advbn_aug.split.split_model` cuts the model there with torch.fx or the hook fallback. It runs
+is non-negative (the ReLU clamp), whether a BatchNorm right after it undoes AdvBN there (:mod:`advbn_aug.inert`), the
+share of the compute after it (the attack re-runs that part several times per step) and whether
+:func:`~advbn_aug.split.split_model` cuts the model there with torch.fx or the hook fallback. It runs
 one no-grad eval forward and one split per candidate, and leaves the model as it found it (parameters, buffers,
 modules, hooks, ``training`` flags and the global RNG).
 """
@@ -22,6 +23,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .config_cli import ConfigArgumentError
+from .inert import batchnorms_after, describe
 from .split import SplitFallbackWarning, split_model
 
 __all__ = ["LayerCandidate", "suggest_layers", "format_layer_table", "add_arguments", "run"]
@@ -40,7 +42,9 @@ class LayerCandidate:
     ``(N, H, W, C)`` (Swin stages: AdvBN needs ``layout='nhwc'``); ``nonneg``: the output was ``>= 0`` everywhere (the
     ReLU clamp applies; ``clamp_min='auto'`` decides the same); ``suffix_flops_fraction``: share of the forward's
     flops after the layer's output; ``path``: how the model splits there (``"fx"``, ``"hook"``, or ``"none"`` when
-    it cannot) and ``reason``: why.
+    it cannot) and ``reason``: why; ``inert``: why AdvBN (batch statistics, ``clamp_min="auto"``) would do nothing
+    there, ``""`` when it acts: the output is signed and goes only into BatchNorms, which undo the perturbation in the
+    adversarial pass (DenseNet block outputs, pre-activation ResNet stages); the text names a layer to use instead.
     """
 
     name: str
@@ -51,6 +55,7 @@ class LayerCandidate:
     suffix_flops_fraction: float
     path: SplitPath
     reason: str
+    inert: str = ""
 
 
 def _feature_info(model: nn.Module) -> list[tuple[str, int | None]]:
@@ -199,16 +204,20 @@ def _layout(shape: tuple[int, ...], channels: int | None, nhwc_model: bool) -> L
     return "channels_last" if nhwc else "spatial"
 
 
-def _split_path(model: nn.Module, name: str, x: torch.Tensor) -> tuple[SplitPath, str]:
-    """Build the ``mode="auto"`` split at ``name`` (recording the hook split from ``x``), then close it."""
+def _split_path(model: nn.Module, name: str, x: torch.Tensor) -> tuple[SplitPath, str, str]:
+    """Build the ``mode="auto"`` split at ``name`` (recording the hook split from ``x``), then close it; the third
+    item says which BatchNorms right after the layer would undo AdvBN (``""`` if none, see
+    :func:`~advbn_aug.inert.batchnorms_after`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SplitFallbackWarning)
             split = split_model(model, name, mode="auto", example_inputs=(x,))
     except (RuntimeError, ValueError) as err:
-        return "none", f"{type(err).__name__}: {err}"
+        return "none", f"{type(err).__name__}: {err}", ""
+    norms = batchnorms_after(split)
+    feeds_norms = describe(split, norms) if norms else ""
     split.close()
-    return split.mode, split.reason or "traced by torch.fx"
+    return split.mode, split.reason or "traced by torch.fx", feeds_norms
 
 
 def suggest_layers(model: nn.Module, example_inputs: torch.Tensor | None = None, *,
@@ -235,21 +244,22 @@ def suggest_layers(model: nn.Module, example_inputs: torch.Tensor | None = None,
         s = seen[name]
         if s.calls != 1 or len(s.shape) not in (3, 4):
             continue
-        path, reason = _split_path(model, name, x)
+        path, reason, feeds_norms = _split_path(model, name, x)
         fraction = (total - s.flops_before) / total if total else 0.0
+        inert = feeds_norms if len(s.shape) == 4 and not s.nonneg else ""  # a ReLU clamp would break the cancelling
         out.append(LayerCandidate(name, index, s.shape, _layout(s.shape, channels, nhwc_model),
-                                   s.nonneg, fraction, path, reason))
+                                   s.nonneg, fraction, path, reason, inert))
     return out
 
 
 def format_layer_table(candidates: list[LayerCandidate], reason_width: int = 60) -> str:
     """An aligned Markdown table of ``candidates``, one row each; reasons cut to ``reason_width`` characters."""
-    header = ["layer", "feature_info", "output shape", "layout", "nonneg", "suffix flops", "split", "reason"]
+    header = ["layer", "feature_info", "output shape", "layout", "nonneg", "inert", "suffix flops", "split", "reason"]
     rows = [header]
     for c in candidates:
         reason = c.reason if len(c.reason) <= reason_width else c.reason[:reason_width - 3] + "..."
         rows.append([c.name, "-" if c.feature_info_index is None else str(c.feature_info_index),
-                     "x".join(map(str, c.shape)), c.layout, "yes" if c.nonneg else "no",
+                     "x".join(map(str, c.shape)), c.layout, "yes" if c.nonneg else "no", "yes" if c.inert else "no",
                      f"{100 * c.suffix_flops_fraction:.1f}%", c.path, reason])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in rows]
@@ -299,5 +309,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_layer_table(candidates))
     print("\nsuffix flops: share of the forward's matmul/conv/attention flops after the layer; the attack runs that "
           "part\nabout 7 times per training step (6 steps + the adversarial pass; the hook split runs the whole "
-          "model).\nnonneg: the output is >= 0, so the ReLU clamp applies (clamp_min='auto' decides the same).")
+          "model).\nnonneg: the output is >= 0, so the ReLU clamp applies (clamp_min='auto' decides the same).\n"
+          "inert: the output goes only into BatchNorms, which undo AdvBN's perturbation (AdvBN refuses the layer).")
+    for c in candidates:
+        if c.inert:
+            print(f"\n{c.name} is inert: {c.inert}.")
     return 0

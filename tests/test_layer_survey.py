@@ -43,7 +43,7 @@ def test_timm_resnet18_stages():
     assert [c.name for c in cands] == ["layer1", "layer2", "layer3", "layer4"]  # the stem (act1, index 0) skipped
     assert [c.feature_info_index for c in cands] == [1, 2, 3, 4]
     assert [c.shape for c in cands] == [(2, 64, 16, 16), (2, 128, 8, 8), (2, 256, 4, 4), (2, 512, 2, 2)]
-    assert all(c.layout == "spatial" and c.nonneg and c.path == "fx" for c in cands)
+    assert all(c.layout == "spatial" and c.nonneg and c.path == "fx" and not c.inert for c in cands)
     fractions = [c.suffix_flops_fraction for c in cands]
     assert all(0 < f < 1 for f in fractions) and fractions == sorted(fractions, reverse=True)
     assert len(set(fractions)) == 4
@@ -61,12 +61,25 @@ def test_torchvision_mobilenet_tree_and_signed_layers():
     assert cands[1].shape == (2, 24, 8, 8)
 
 
+def test_densenet_block_and_transition_outputs_are_marked_inert():
+    model = torchvision.models.DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2,
+                                        num_classes=3)  # densenet121's layout, tiny
+    cands = {c.name: c for c in suggest_layers(model, img_size=32)}
+    assert list(cands) == ["features.denseblock1", "features.transition1", "features.denseblock2"]
+    assert all(not c.nonneg and c.path == "fx" for c in cands.values())
+    assert cands["features.denseblock1"].inert.startswith("its output goes only into BatchNorm "
+                                                         "'features.transition1.norm'")
+    assert "e.g. AdvBN('features.transition1.relu')" in cands["features.denseblock1"].inert
+    assert "'features.denseblock2.denselayer1.norm1'" in cands["features.transition1"].inert
+    assert "'features.norm5'" in cands["features.denseblock2"].inert
+
+
 def test_timm_vit_tokens():
     model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=3, num_classes=10)
     cands = suggest_layers(model)  # input size from the model's patch_embed (64), not pretrained_cfg (224)
     assert [c.name for c in cands] == ["blocks.0", "blocks.1", "blocks.2"]
     assert [c.feature_info_index for c in cands] == [0, 1, 2]
-    assert all(c.layout == "tokens" and c.shape == (2, 17, 192) and not c.nonneg for c in cands)
+    assert all(c.layout == "tokens" and c.shape == (2, 17, 192) and not c.nonneg and not c.inert for c in cands)
     fractions = [c.suffix_flops_fraction for c in cands]
     assert fractions == sorted(fractions, reverse=True) and fractions[0] > 0.5  # attention flops counted on CPU
 
@@ -126,12 +139,16 @@ def test_model_left_unchanged(make):
 
 def test_format_layer_table():
     cands = [LayerCandidate("layer1", 1, (2, 64, 16, 16), "spatial", True, 0.681, "fx", "traced by torch.fx"),
-             LayerCandidate("blocks.10", None, (2, 17, 192), "tokens", False, 0.0, "hook", "x" * 100)]
+             LayerCandidate("blocks.10", None, (2, 17, 192), "tokens", False, 0.0, "hook", "x" * 100),
+             LayerCandidate("stages.0", 0, (2, 8, 4, 4), "spatial", False, 0.5, "fx", "traced", "its output ...")]
     lines = format_layer_table(cands, reason_width=20).splitlines()
-    assert len(lines) == 4 and len({len(line) for line in lines}) == 1  # header, rule, one row each; aligned
+    assert len(lines) == 5 and len({len(line) for line in lines}) == 1  # header, rule, one row each; aligned
     assert lines[0].startswith("| layer ") and set(lines[1]) <= {"|", "-"}
+    assert [c.strip() for c in lines[0].split("|")[5:7]] == ["nonneg", "inert"]
     assert "| layer1    | 1 " in lines[2] and "2x64x16x16" in lines[2] and "68.1%" in lines[2] and "| yes " in lines[2]
     assert "| -  " in lines[3] and "| no " in lines[3] and "x" * 17 + "..." in lines[3]
+    assert [[c.strip() for c in line.split("|")[5:7]] for line in lines[2:]] == [
+        ["yes", "no"], ["no", "no"], ["no", "yes"]]
 
 
 def test_cli_layers(capsys):
@@ -140,6 +157,15 @@ def test_cli_layers(capsys):
     assert "resnet18 (timm), input (2, 3, 64, 64): 4 candidate AdvBN layers" in out
     rows = [line for line in out.splitlines() if line.startswith("| layer")]
     assert [r.split("|")[1].strip() for r in rows] == ["layer", "layer1", "layer2", "layer3", "layer4"]
+
+
+def test_cli_marks_inert_preactivation_stages(capsys):
+    assert main(["layers", "resnetv2_18", "--img-size", "32", "--num-classes", "4"]) == 0
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in line.split("|")] for line in out.splitlines() if line.startswith("| stages.")]
+    assert [(r[1], r[6]) for r in rows] == [(f"stages.{k}", "yes") for k in range(4)]
+    assert "stages.0 is inert: its output goes only into BatchNorm 'stages.1.blocks.0.norm1'" in out
+    assert "e.g. AdvBN('stages.1.blocks.0.norm1')" in out
 
 
 def test_cli_torchvision_model(capsys):

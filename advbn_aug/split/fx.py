@@ -123,6 +123,11 @@ class FxSplit(ModelSplit):
         super().__init__(model, name, prefix, suffix, params)
         self._graphs: dict[bool, torch.fx.GraphModule] = graphs
 
+    def suffix_graph(self, train: bool = True) -> torch.fx.GraphModule:
+        """The traced suffix ``feature -> output`` of train or eval mode (shares the model's submodules; read it,
+        do not edit it)."""
+        return self._graphs[train]
+
     def run_suffix(self, feature: torch.Tensor, *, train: bool, inputs: tuple[tuple, dict] | None = None) -> Any:
         with _modes({m: train for m in self.suffix_modules}):
             return self._graphs[train](feature)
