@@ -28,6 +28,7 @@ from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 from .advbn_config import AdvBNConfig, init_docstring, init_signature
+from .advbn_safety import NormSnapshot, augmenters_off, check_batch, check_ddp_forward
 from .attack import Criterion, run_attack
 from .bn_fold import fold_conv_bn
 from .dual_norm import Route, convert_dual_norm, fold_dual_norm, routed
@@ -58,7 +59,8 @@ class _CaptureHook:
 
 
 class _RootPreHook:
-    """Forward pre-hook on the model: starts a step (drops the last feature), caches inputs for the hook split."""
+    """Forward pre-hook on the model: drops the last feature (any forward); in train mode starts a step (caches inputs
+    for the hook split, snapshots the norm statistics)."""
 
     def __init__(self, owner: AdvBN):
         self.owner = owner
@@ -113,6 +115,9 @@ class AdvBN:
         self._handles: list[Any] = []
         self._feature: torch.Tensor | None = None
         self._feature_version: int | None = None
+        self._feature_dim: int | None = None  # rank of the layer output seen in training (4 maps, 3 tokens)
+        self._norms: list[nn.Module] = []  # the norm layers whose running statistics a training forward updates
+        self._snapshot: NormSnapshot | None = None  # their statistics before the current step's clean forward
         self._inputs: tuple[tuple, dict] | None = None
         self._busy = False
         self._multipliers: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -192,7 +197,8 @@ class AdvBN:
         self._inner = InnerLayers(self, extras, [model.get_submodule(x) for x in extras], self.config.clamp_min,
                                   self.config.layout == "nhwc") if extras else None
         self._handles.append(model.register_forward_pre_hook(_RootPreHook(self), with_kwargs=True))
-        self._auto_clamp, self._layout_checked = {}, False
+        self._norms = NormSnapshot.modules_of(model, split.prefix_modules if self.config.freeze_prefix else ())
+        self._auto_clamp, self._layout_checked, self._feature_dim = {}, False, None
         self._multipliers, self._steps_seen, self._attack_fn = None, 0, None
         return self
 
@@ -224,7 +230,7 @@ class AdvBN:
         for m in self.split.prefix_modules:
             m.training = model.training
         self.model, self.split, self._duals, self._requires_grad = None, None, [], {}
-        self._attack_fn = None
+        self._attack_fn, self._norms = None, []
         self.discard()
         return model
 
@@ -240,30 +246,56 @@ class AdvBN:
         return self.model is not None and self.model.training and not self._busy and not is_fx_symbolic_tracing()
 
     def _before_forward(self, args: tuple, kwargs: dict) -> None:
+        """Any forward of the model (train or eval, not AdvBN's own passes) makes the cached feature stale; a training
+        forward starts a step. With ``check_finite``, the step first copies the running statistics of the norm layers
+        it will update (a few small buffers, no host sync): a refused step restores them, so a NaN or empty batch
+        leaves the model as it was. The clean forward itself is untouched."""
+        if self.model is None or self._busy or is_fx_symbolic_tracing():
+            return
+        self.discard()
         if not self._active():
             return
         assert self.split is not None
-        self.discard()
         self._inputs = (args, kwargs) if self.split.mode == "hook" else None
+        if self.config.check_finite:
+            self._snapshot = NormSnapshot(self._norms)
+
+    def _rollback(self) -> None:
+        """Refuse the current step: the norm statistics back to their snapshot, the cached feature dropped."""
+        if self._snapshot is not None:
+            self._snapshot.restore()
+        self.discard()
 
     def _capture(self, output: Any) -> Any:
         """Cache the layer output; with a frozen prefix, also cut the graph there (no gradient flows upstream)."""
         if not self._active():
             return None
+        try:
+            self._check_output(output)
+        except Exception:
+            self._rollback()  # an unfrozen prefix has run in train mode (its BatchNorms counted the batch)
+            raise
+        self._feature_dim = output.dim()
+        detached = output.detach()
+        if self.config.capture == "copy" or torch.compiler.is_compiling():
+            # under torch.compile the version counter read here is the traced (fake) tensor's, a constant of the
+            # graph unrelated to the real output's: capture="check" would misfire, so the compiled graph keeps a copy
+            self._feature, self._feature_version = detached.clone(), None
+        else:  # by reference: detach() shares the version counter, so an in-place change downstream is seen
+            self._feature, self._feature_version = detached, detached._version
+        return detached if self.config.freeze_prefix else None
+
+    def _check_output(self, output: Any) -> None:
+        """The layer output must be one non-empty ``(N, C, H, W)`` or ``(N, T, C)`` tensor in the expected layout."""
         assert self.split is not None
         if not isinstance(output, torch.Tensor):
             raise TypeError(f"AdvBN layer {self.split.layer!r} returned {type(output).__name__}, not a tensor: "
                             "attach to a layer whose output is a single (N, C, H, W) or (N, T, C) tensor")
         feature_layout(output, name=f"the output of layer {self.split.layer!r}")
+        check_batch(f"the output of layer {self.split.layer!r}", output)
         if not self._layout_checked:
             check_layout(self.model, self.split.layer, output, self.config.layout)  # type: ignore[arg-type]
             self._layout_checked = True
-        detached = output.detach()
-        if self.config.capture == "copy":
-            self._feature, self._feature_version = detached.clone(), None
-        else:  # by reference: detach() shares the version counter, so an in-place change downstream is seen
-            self._feature, self._feature_version = detached, detached._version
-        return detached if self.config.freeze_prefix else None
 
     def _stats_view(self, f: torch.Tensor) -> torch.Tensor:
         """The feature as statistics see it: channels-last maps become tokens ``(N, H * W, C)``."""
@@ -271,13 +303,14 @@ class AdvBN:
 
     def discard(self) -> None:
         """Drop the feature cached by the last train-mode forward without attacking it (e.g. during a warm-up)."""
-        self._feature = self._feature_version = self._inputs = None
+        self._feature = self._feature_version = self._inputs = self._snapshot = None
 
     def _take_feature(self) -> torch.Tensor:
         f = self._feature
         if f is None:
             raise RuntimeError("no cached feature: call model(images) in train mode (model.train()) right before "
-                               "adversarial_loss(targets); each forward's feature is used once")
+                               "adversarial_loss(targets); each forward's feature is used once, and any later forward "
+                               "of the model (also in eval mode, e.g. a validation batch) drops it")
         if self._feature_version is not None and f._version != self._feature_version:
             layer = self.split.layer  # type: ignore[union-attr]
             raise RuntimeError(
@@ -296,11 +329,16 @@ class AdvBN:
 
     @property
     def clamp(self) -> float | None | str:
-        """The clamp applied to the layer's features: a number, ``None`` (no clamp), or ``"auto"`` while undecided
-        (``clamp_min="auto"`` decides on the first training batch)."""
-        if not self._auto_clamp:
+        """The clamp applied to the layer's features: a number, ``None`` (no clamp), or ``"auto"`` while undecided.
+
+        Before the first training batch this is ``clamp_min`` (the feature's rank is unknown); afterwards it is the
+        setting for the rank seen, ``clamp_min`` for ``(N, C, H, W)`` maps and ``token_clamp_min`` for ``(N, T, C)``
+        tokens, with ``"auto"`` replaced by the decision taken on the first attacked batch."""
+        dim = self._feature_dim
+        if dim is None:
             return self.config.clamp_min
-        return next(iter(self._auto_clamp.values()))
+        spec = self.config.clamp_min if dim == 4 else self.config.token_clamp_min
+        return self._auto_clamp.get(dim, "auto") if spec == "auto" else spec
 
     def _clamp_for(self, f: torch.Tensor) -> float | None:
         spec = self.config.clamp_min if f.dim() == 4 else self.config.token_clamp_min
@@ -375,7 +413,7 @@ class AdvBN:
         reference = None
         self._busy = True
         try:
-            with routed(self._duals, "adv"):
+            with routed(self._duals, "adv"), augmenters_off(self.split.model):  # type: ignore[union-attr]
                 if cfg.attack_loss == "kl":
                     with torch.no_grad():
                         ones = torch.ones_like(mean)
@@ -422,6 +460,7 @@ class AdvBN:
         if self.split is None:
             raise RuntimeError("attach(model) before attacking")
         feature_layout(feature, name=f"the output of layer {self.split.layer!r}")
+        check_batch("the feature", feature)
         self.split.verify()
         check_targets(feature, targets, self.config.attack_loss)
         out = self._attack(feature.detach(), targets, criterion)
@@ -454,12 +493,20 @@ class AdvBN:
         and returns ``criterion(logits_adv, targets)`` (cross-entropy by default); with ``return_logits=True``,
         ``(loss, logits_adv)`` (for adversarial accuracy). The cache is consumed.
 
+        Refused in eval mode (nothing changes, the cache is kept). A step that raises (non-finite feature with
+        ``check_finite``, targets of the wrong shape, ...) is rolled back: the running statistics that the clean
+        forward updated are restored (``check_finite`` on) and the cache is dropped.
+
         Label-free (``attack_loss="kl"``): ``targets=None`` returns the KL from the prediction on the unperturbed
         feature to the one on the adversarial feature (any ``(N, K, *)`` logits, e.g. per-pixel); with targets,
         the attack is label-free and the term is ``criterion(logits_adv, targets)``.
         """
         if self.model is None or self.split is None:
             raise RuntimeError("this AdvBN is not attached: call attach(model) first")
+        if not self.model.training:
+            raise RuntimeError("adversarial_loss is a training loss but the model is in eval mode (its downstream "
+                               "BatchNorms would train on adversarial features): call model.train() first; the cached "
+                               "feature is kept")
         try:
             f = self._take_feature()
             self.split.verify()
@@ -475,7 +522,7 @@ class AdvBN:
             x = self.perturb(f, out.m, out.s, mean=out.mean)
             self._check_finite(f, x, out.nonfinite)
             self._busy = True
-            with routed(self._duals, "adv"), self._inner_pass():
+            with routed(self._duals, "adv"), self._inner_pass(), augmenters_off(self.model):
                 logits = self._suffix(x, train=True)
             if targets is None:  # label-free: consistency with the prediction on the unperturbed feature
                 assert out.reference is not None
@@ -483,6 +530,9 @@ class AdvBN:
             else:
                 loss = criterion(logits, targets)
             return (loss, logits) if return_logits else loss
+        except Exception:
+            self._rollback()
+            raise
         finally:
             self._busy = False
             self.discard()
@@ -492,16 +542,26 @@ class AdvBN:
         """The paper's training loss ``criterion(model(images), y) + criterion(suffix_adv(f_adv), y)``.
 
         ``model`` is the module to run the clean forward through (default: the attached model); pass the DDP
-        wrapper here so the clean forward synchronises gradients.
+        wrapper here so the clean forward synchronises gradients (required when ``torch.distributed`` runs several
+        processes). ``images`` ``(N, ...)`` and ``targets`` (``(N,)`` or ``(N, K)``) are checked before the forward.
         """
         if self.model is None:
             raise RuntimeError("this AdvBN is not attached: call attach(model) first")
         net = model if model is not None else self.model
         if not net.training:
             raise RuntimeError("AdvBN.loss is a training loss: call model.train() first (eval forwards are inert)")
+        check_ddp_forward(net)
+        if isinstance(images, torch.Tensor):
+            check_batch("the images", images)
+            check_targets(images, targets, self.config.attack_loss)
         criterion = criterion or F.cross_entropy
         out = net(images)
-        return criterion(out, targets) + self.adversarial_loss(targets, criterion)
+        try:
+            clean = criterion(out, targets)
+        except Exception:
+            self._rollback()
+            raise
+        return clean + self.adversarial_loss(targets, criterion)
 
 
 AdvBN.__init__.__signature__ = init_signature()  # type: ignore[attr-defined]

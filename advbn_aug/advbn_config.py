@@ -81,7 +81,8 @@ class AdvBNConfig(DictConfig):
                                   "outputs (Swin); 3-D outputs are always tokens (N, T, C)")
     capture: CaptureMode = _opt("check", "'check': keep the layer output by reference and raise if an in-place op "
                                          "downstream changes it; 'copy': keep a private copy (one feature of memory)")
-    check_finite: bool = _opt(True, "raise on non-finite features instead of training on them")
+    check_finite: bool = _opt(True, "raise on non-finite features instead of training on them; each training forward "
+                                    "then copies the norm layers' running statistics, which a refused step restores")
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer, (str, int)) or isinstance(self.layer, bool) or self.layer == "":

@@ -1,6 +1,7 @@
 """AdvBN regressions from real models: in-place ops after the layer, the automatic clamp, the frozen prefix under
 other entry points, non-finite values in the attack, and the options derived from AdvBNConfig (issue #10)."""
 
+import copy
 import inspect
 import logging
 from dataclasses import fields
@@ -104,6 +105,18 @@ def test_auto_clamp_is_off_on_signed_layers(build, layer):
     torch.testing.assert_close(adv.perturb(f, ones, ones), f, rtol=1e-5, atol=1e-5)  # identity, nothing zeroed
     assert adv.clamp is None
     adv.discard()
+
+
+@pytest.mark.parametrize("token_clamp_min, expected", [(None, None), (0.5, 0.5), ("auto", None)])
+def test_clamp_reports_the_setting_for_token_features(token_clamp_min, expected):
+    """A ViT's (N, T, C) tokens follow token_clamp_min: after training, adv.clamp says so, not clamp_min's 'auto'."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, num_classes=4)
+    adv = attach(model, "blocks.1", steps=1, token_clamp_min=token_clamp_min)
+    assert adv.clamp == "auto", "undecided before the first batch (the feature's rank is not known yet)"
+    model.train()
+    adv.loss(torch.randn(2, 3, 32, 32), torch.tensor([0, 3]))
+    assert adv.clamp == expected and f"clamp={expected!r}" in repr(adv)  # "auto": tokens are signed -> None
 
 
 def test_forced_clamp_still_applies():
@@ -253,3 +266,61 @@ def test_torchvision_channels_last_outputs_are_refused_by_shape():
     model.train()
     with pytest.raises(ValueError, match="dims 1 and 2 are equal and dim 3 differs"):
         model(torch.randn(1, 3, 64, 64))
+
+
+# ---------------------------------------------------------------------------------------------- torch.compile
+class _InPlaceBlockNet(nn.Module):
+    """A torchvision BasicBlock as the layer: its output is modified in place inside the block (`out += identity`,
+    ReLU(inplace=True)), so the traced tensor's version counter differs from the eager output's."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU())
+        self.layer1 = torchvision.models.resnet.BasicBlock(4, 4)
+        self.head = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                                  nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+
+    def forward(self, x):
+        return self.head(self.layer1(self.stem(x)))
+
+
+def _compiler_missing() -> str | None:
+    """Why torch.compile's default (inductor) backend cannot run here, or None."""
+    import shutil
+
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        return "no C++ compiler for inductor's CPU kernels"
+    return None
+
+
+@pytest.mark.slow  # compiling takes tens of seconds on a CPU
+def test_compiled_model_trains_with_the_default_capture():
+    """Attach, then torch.compile (README); the default capture='check' trains and matches the eager model."""
+    if (why := _compiler_missing()) is not None:
+        pytest.skip(why)
+    torch.manual_seed(0)
+    model = _InPlaceBlockNet()
+    eager = copy.deepcopy(model)
+    adv, adv_eager = attach(model, "layer1"), attach(eager, "layer1")
+    assert adv.config.capture == "check"
+    compiled = torch.compile(model)
+    opts = [torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.1) for m in (model, eager)]
+    model.train()
+    eager.train()
+    g = torch.Generator().manual_seed(0)
+    for step in range(2):
+        x, y = torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 3, (4,), generator=g)
+        losses = []
+        for a, net, opt in ((adv, compiled, opts[0]), (adv_eager, eager, opts[1])):
+            loss = a.loss(x, y, model=net)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5, msg=f"step {step}")
+    torch.testing.assert_close(adv.last_multipliers[0], adv_eager.last_multipliers[0])
+    state = {k: v.clone() for k, v in model.state_dict().items()}  # a refused batch is rolled back, compiled too
+    x[0] = float("nan")
+    with pytest.raises(FloatingPointError, match="contains NaN or Inf"):
+        adv.loss(x, y, model=compiled)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
