@@ -46,6 +46,11 @@ __getattr__ = lazy_getattr(__name__, {"eval": ".eval", "visualise": ".visualise"
                                       **dict.fromkeys(_EVAL_NAMES, ".eval"),
                                       **dict.fromkeys(_VISUALISE_NAMES, ".visualise")})
 
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -8,6 +8,11 @@ and rewrites docs/compatibility.md (rows of configurations not run this time are
     python bench/compat.py                          # oldest, pinned and newest (several GB of downloads each)
     python bench/compat.py --config oldest pinned   # a subset; --full runs the seven core test files entirely
 
+Rows are merged into docs/compatibility.json when the run ends: run several configurations in one invocation rather
+than in parallel invocations (the last to finish would drop the others' rows). On a machine whose pip finds a
+CPU-only torch build on a local path (find-links), point PIP_FIND_LINKS elsewhere for "oldest": PyPI's torchvision
+needs PyPI's torch.
+
 Configurations:
   oldest  torch, torchvision, timm and kornia at the lower bounds declared in pyproject.toml
   pinned  the exact versions behind the committed results (constraints.txt)
