@@ -6,6 +6,7 @@ Core: :class:`AdvBN` / :func:`attach` (feature-space; :func:`attack_stats` is it
 :func:`evaluate_corruptions` (CIFAR-10-C / ImageNet-C style robustness evaluation).
 """
 
+from ._extras import lazy_getattr
 from .advbn import AdvBN, attach
 from .advbn_config import AdvBNConfig
 from .attack import AttackResult, attack_stats, run_attack
@@ -15,22 +16,6 @@ from .config import DictConfig
 from .data import load_cifar10, shared_data_dir
 from .dsu import DSU, DSUConfig
 from .dual_norm import DualNorm, convert_dual_norm, fold_dual_norm, routed, select_bn_state
-from .eval import (
-    ALEXNET_ERRORS,
-    BENCHMARK_CORRUPTIONS,
-    CORRUPTIONS,
-    EXTRA_CORRUPTIONS,
-    Baseline,
-    EvalConfig,
-    EvalResult,
-    ImageNetCFolder,
-    corrupt,
-    evaluate_corruptions,
-    load_baseline,
-    load_cifar10c,
-    summarize,
-    write_report,
-)
 from .feature_hook import StatsAugmenter
 from .image import (
     AlbumentationsStage,
@@ -51,16 +36,22 @@ from .pretrained import load_efficientnet_lite
 from .split import ModelSplit, resolve_layer, split_model
 from .stats import FeatureStats, feature_stats, perturb_stats
 from .strip import strip_advbn
-from .visualise import (
-    DecoderConfig,
-    FeatureDecoder,
-    FeatureInverter,
-    GridConfig,
-    TestsetConfig,
-    make_grid,
-    make_testset,
-    train_decoder,
-)
+
+# Robustness evaluation and the feature visualiser need the [eval] extra (OpenCV, SciPy, matplotlib): their names are
+# imported on first use, so `import advbn_aug` and the core API work without it (advbn_aug._extras)
+_EVAL_NAMES = ("ALEXNET_ERRORS", "BENCHMARK_CORRUPTIONS", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "Baseline", "EvalConfig",
+               "EvalResult", "ImageNetCFolder", "corrupt", "evaluate_corruptions", "load_baseline", "load_cifar10c",
+               "summarize", "write_report")
+_VISUALISE_NAMES = ("DecoderConfig", "FeatureDecoder", "FeatureInverter", "GridConfig", "TestsetConfig", "make_grid",
+                    "make_testset", "train_decoder")
+__getattr__ = lazy_getattr(__name__, {"eval": ".eval", "visualise": ".visualise",
+                                      **dict.fromkeys(_EVAL_NAMES, ".eval"),
+                                      **dict.fromkeys(_VISUALISE_NAMES, ".visualise")})
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __version__ = "0.1.0"
 

@@ -42,9 +42,11 @@ except ImportError:  # pragma: no cover - older timm: the launcher patches train
 
 __all__ = ["AdvBNSettings", "AdvBNTask", "add_advbn_args", "settings_from_args", "check_timm_args", "dual_batch_norm",
            "timm_version", "has_task_api", "aux_prefixes", "split_aux_state", "export_plain_checkpoint",
-           "AUX_STATE_KEY", "TASK_API_VERSION"]
+           "AUX_STATE_KEY", "TASK_API_VERSION", "SPLIT_BN_VERSION"]
 
 TASK_API_VERSION = (1, 0, 23)
+# timm's convert_splitbn_model dropped BatchNormAct2d's activation and drop before 1.0.31 (a silently different model)
+SPLIT_BN_VERSION = (1, 0, 31)
 
 
 def timm_version() -> tuple[int, ...]:
@@ -147,6 +149,10 @@ def check_timm_args(args: argparse.Namespace, settings: AdvBNSettings) -> None:
                          "which clashes with AdvBN's own dual BatchNorms: drop --split-bn, or add "
                          "--advbn-no-dual-bn (with --advbn-policy: dual_bn: false in its advbn features) to keep "
                          "timm's split BN and run the adversarial features through it")
+    if getattr(args, "split_bn", False) and timm_version() < SPLIT_BN_VERSION:
+        raise ValueError(f"--split-bn needs timm >= {'.'.join(map(str, SPLIT_BN_VERSION))} (this is "
+                         f"{'.'.join(map(str, timm_version()))}): older timm's convert_splitbn_model drops the "
+                         "activation of BatchNormAct2d layers; pip install 'timm>=1.0.31', or drop --split-bn")
     if settings.policy is not None and settings.policy.augmix is not None and (getattr(args, "aug_splits", 0) or 0) > 1:
         raise ValueError("the --advbn-policy makes its own AugMix views; do not combine it with timm's --aug-splits")
     if settings.policy is not None and (getattr(args, "mixup", 0) or getattr(args, "cutmix", 0)):

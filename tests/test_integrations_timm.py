@@ -507,6 +507,11 @@ def test_launcher_under_torchrun_on_cpu(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ --split-bn
+_OLD_TIMM = pytest.mark.skipif(advbn_timm.timm_version() < advbn_timm.SPLIT_BN_VERSION,
+                               reason="--split-bn needs timm >= 1.0.31 (test_split_bn_refused_on_old_timm)")
+
+
+@_OLD_TIMM
 def test_split_bn_with_advbn_no_dual_bn_trains(tmp_path, monkeypatch, capsys):
     """--split-bn is rejected with AdvBN's dual BN, and the message's way out (--advbn-no-dual-bn) trains: the
     adversarial features run through timm's SplitBatchNorm2d."""
@@ -531,6 +536,7 @@ def test_split_bn_with_advbn_no_dual_bn_trains(tmp_path, monkeypatch, capsys):
     assert any(".aux_bn.0." in k for k in ck["state_dict"])  # timm's own split-BN copies stay in the model
 
 
+@_OLD_TIMM
 def test_split_bn_check_for_policies(tmp_path):
     """With --advbn-policy, --split-bn is allowed exactly when every advbn feature has dual_bn: false."""
     from advbn_aug.policy import PolicyConfig
@@ -543,6 +549,17 @@ def test_split_bn_check_for_policies(tmp_path):
         advbn_timm.check_timm_args(args, on)
     advbn_timm.check_timm_args(args, off)
     advbn_timm.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
+
+
+def test_split_bn_refused_on_old_timm(tmp_path, monkeypatch):
+    """timm < 1.0.31 (inside the supported range) converts BatchNormAct2d wrongly under --split-bn: refused, naming
+    the version to install; without --split-bn the same timm is accepted."""
+    args = timm_trainer.build_parser().parse_args(["--data-dir", str(tmp_path)])
+    monkeypatch.setattr(advbn_timm, "timm_version", lambda: (1, 0, 30))
+    advbn_timm.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
+    args.split_bn = True
+    with pytest.raises(ValueError, match=r"--split-bn needs timm >= 1\.0\.31 \(this is 1\.0\.30\).*'timm>=1\.0\.31'"):
+        advbn_timm.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
 
 
 # ------------------------------------------------------------------------------------------------ flags, CLI, packaging

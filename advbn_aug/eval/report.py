@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .._extras import require
 from .metrics import Baseline
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ def format_markdown(result: EvalResult) -> str:
 
 
 def _pyplot():
+    require("advbn_aug.eval's charts", "eval", "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg", force=False)

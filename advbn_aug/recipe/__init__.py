@@ -24,12 +24,16 @@ benchmark (CIFAR-10 or PACS: data, model and frozen prefix, crop, evaluation, ta
 ``pacs_config``, ``pacs_data``, ``pacs_eval``, ``pacs_table`` and ``pacs_command``.
 """
 
-from .command import add_arguments, run
-from .config import DEFAULT_ARMS, FULL, SHORT, TINY, ArmConfig, RecipeConfig
-from .provenance import code_version
-from .runner import run_arm, run_recipe
-from .table import aggregate
-from .train import export_state_dict
+from .._extras import require
+
+require("advbn_aug.recipe", "recipes", "cv2", "scipy", "matplotlib")  # corruptions, t-intervals, charts
+
+from .command import add_arguments, run  # noqa: E402
+from .config import DEFAULT_ARMS, FULL, SHORT, TINY, ArmConfig, RecipeConfig  # noqa: E402
+from .provenance import code_version  # noqa: E402
+from .runner import run_arm, run_recipe  # noqa: E402
+from .table import aggregate  # noqa: E402
+from .train import export_state_dict  # noqa: E402
 
 __all__ = ["RecipeConfig", "ArmConfig", "DEFAULT_ARMS", "run_recipe", "run_arm", "aggregate", "export_state_dict",
            "add_arguments", "run", "FULL", "SHORT", "TINY", "code_version"]

@@ -15,8 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from . import blur, digital, noise, weather
+from ..._extras import require
 from .params import CIFAR10_PARAMS, ELASTIC_REFERENCE, IMAGENET_PARAMS, PARAM_TABLES, REFERENCE_SIZE
+
+require("advbn_aug.eval", "eval", "cv2", "scipy")  # the blur, digital and weather corruptions are built on them
+
+from . import blur, digital, noise, weather  # noqa: E402
 
 __all__ = [
     "Corruption", "CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "SEVERITIES",
