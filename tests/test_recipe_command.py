@@ -102,3 +102,15 @@ def test_corrupt_resume_checkpoint_exits_2_naming_the_file(tmp_path, capsys):
     assert f"advbn-aug recipe: error: resume checkpoint {ckpt} is truncated" in err, err
     assert "delete it to restart this run from step 0" in err and "Traceback" not in err
     assert ckpt.is_file() and not (ckpt.parent / "model.pt").exists()
+
+
+@needs_data
+def test_tiny_table_says_it_is_a_smoke_test(tmp_path, capsys):
+    """Issue 25: the --tiny table is followed by a line saying its numbers are a smoke test and where the committed
+    tables are, so a newcomer does not read 3-step numbers as results."""
+    from advbn_aug.cli import main
+
+    assert main(["recipe", "cifar10", "--tiny", "--arms", "pretrained", "--extras", "none", "--device", "cpu",
+                 "--no-progress", "--output", str(tmp_path / "o"), "--runs-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "pretrained" in out and "smoke test" in out and "recipes/cifar10/results/" in out, out

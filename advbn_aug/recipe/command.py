@@ -138,6 +138,13 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig | PACSConfig:
                                extras=[] if args.extras == ["none"] else args.extras, tta_images=args.tta_images)
 
 
+# printed under the --tiny table, which a newcomer would otherwise read as results
+_SMOKE_NOTE = {
+    name: f"These numbers are a smoke test (a few training steps on a few images): they show that the pipeline runs "
+          f"and mean nothing about robustness. The committed tables are in recipes/{name}/README.md and "
+          f"recipes/{name}/results/." for name in ("cifar10", "pacs")}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.benchmark == "imagenet":
         print("The ImageNet recipe needs ImageNet and GPUs: see recipes/imagenet/README.md for its commands "
@@ -186,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
                          collect_only=args.collect, on_start=start)
         print(benchmark_of(cfg).short_table(doc))
         print(f"results: {output / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
+        if args.tiny or args.preset == "tiny":
+            print(_SMOKE_NOTE[benchmark_of(cfg).name])
     except CheckpointError as err:  # a corrupt file of a run folder: the message names it and the remedy
         print(f"advbn-aug recipe: error: {err}", file=sys.stderr)
         return 2
