@@ -16,3 +16,14 @@ def shared_data():
     if root is None or not (root / "weights").is_dir():
         pytest.skip("../shared/data not present (set $ADVBN_DATA)")
     return root
+
+
+@pytest.fixture(scope="session")
+def pacs_root():
+    """The shared PACS folder (../shared/data/pacs); skips where a checkout has none."""
+    from advbn_aug.pacs import resolve_pacs_root
+
+    try:
+        return resolve_pacs_root(None)
+    except FileNotFoundError:
+        pytest.skip("shared PACS (../shared/data/pacs) not present")

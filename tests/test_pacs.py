@@ -21,14 +21,6 @@ COUNTS = {"photo": 1670, "art_painting": 2048, "cartoon": 2344, "sketch": 3929}
 SPLITS = {"photo": (1499, 171), "art_painting": (1840, 208), "cartoon": (2107, 237), "sketch": (3531, 398)}
 
 
-@pytest.fixture(scope="module")
-def pacs_root() -> Path:
-    try:
-        return resolve_pacs_root()
-    except FileNotFoundError:
-        pytest.skip("shared PACS (../shared/data/pacs) not present")
-
-
 @pytest.mark.parametrize("domain", PACS_DOMAINS)
 def test_shared_counts_and_splits(pacs_root, domain):
     ds = load_pacs(domain, root=pacs_root)

@@ -10,16 +10,6 @@ import pytest
 import torch
 
 
-@pytest.fixture()
-def pacs_root():
-    from advbn_aug.pacs import resolve_pacs_root
-
-    try:
-        return resolve_pacs_root(None)
-    except FileNotFoundError:
-        pytest.skip("no shared PACS data here")
-
-
 def test_cifar_digests_unchanged_by_the_benchmark_seam():
     """Finished runs are matched by these digests: the PACS generalisation must not move them (values computed from
     the code before it)."""

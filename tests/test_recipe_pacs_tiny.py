@@ -25,16 +25,6 @@ def stand_in_weights(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture()
-def pacs_root():
-    from advbn_aug.pacs import resolve_pacs_root
-
-    try:
-        return resolve_pacs_root(None)
-    except FileNotFoundError:
-        pytest.skip("no shared PACS data here")
-
-
 def test_tiny_recipe_end_to_end(tmp_path, stand_in_weights, pacs_root, monkeypatch):
     import advbn_aug.recipe.runner as runner
     from advbn_aug.cli import main
