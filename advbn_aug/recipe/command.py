@@ -218,6 +218,10 @@ def run(args: argparse.Namespace) -> int:
     except WorkerError as err:  # the table of the finished runs is written; the message says how to finish
         print(f"advbn-aug recipe: error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM while workers run: they are stopped and the table written
+        print(f"advbn-aug recipe: stopped; {output / 'results.md'} holds the runs finished so far; rerun the same "
+              "command to finish the others (a stopped run resumes from its last checkpoint)", file=sys.stderr)
+        return 130
     finally:
         for h in handlers:
             log.removeHandler(h)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 from typing import Any
 
@@ -75,6 +76,10 @@ def run_workers(n: int, cfg: Any, kwargs: dict[str, Any]) -> None:
     procs = [ctx.Process(target=_worker, args=(i, cfg, kwargs, threads), name=f"recipe-worker-{i}")
              for i in range(n)]
     log.info("starting %d worker processes (%d CPU threads each) on %s", n, threads, kwargs.get("runs_dir"))
+    try:  # a SIGTERM (timeout, a job scheduler) stops the workers too, like Ctrl-C, and the table is still written
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: no handler
+        previous = None
     try:
         for p in procs:
             p.start()
@@ -85,11 +90,17 @@ def run_workers(n: int, cfg: Any, kwargs: dict[str, Any]) -> None:
             if p.is_alive():  # the parent was interrupted: stop its workers (their run locks become stale)
                 p.terminate()
                 p.join()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     failed = {i: p.exitcode for i, p in enumerate(procs) if p.exitcode != 0}
     if failed:
         raise WorkerError(f"worker(s) {sorted(failed)} failed (exit codes {list(failed.values())}; their messages, "
                           "prefixed [worker k], are above): the finished runs are kept; rerun the same command to do "
                           "the missing ones")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}: stopping the workers")
 
 
 def _worker(i: int, cfg: Any, kwargs: dict[str, Any], threads: int) -> None:
