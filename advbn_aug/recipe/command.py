@@ -15,9 +15,10 @@ import torch
 
 from ..eval.checkpoint import CheckpointError
 from .benchmark import benchmark_of
-from .config import ARM_ORDER, PRESETS, TINY, RecipeConfig
+from .config import ARM_ORDER, GPU_WORKERS, PRESETS, TINY, RecipeConfig
 from .pacs_command import add_pacs_arguments, pacs_config_from_args, pacs_default_folders
 from .pacs_config import PACS_PRESETS, PACSConfig
+from .parallel import WorkerError
 from .runner import run_recipe
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
@@ -32,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=tuple(dict.fromkeys([*PRESETS, *PACS_PRESETS])), default=None,
                         help="named settings: full (the default: the paper's lr 0.001 over one pass of the 50,000 "
                         "training images, 5 seeds), short (the first tables: lr 0.01, 100 steps from 5,000 images, "
-                        "3 seeds), tiny; pacs: full (single-source photo, 3 seeds, recipes/pacs/README.md), "
+                        "3 seeds), tiny, gpu (the table on one GPU: the full settings for the main arms, 10 seeds, "
+                        f"{GPU_WORKERS} workers, recipes/cifar10/results_gpu); pacs: full (single-source photo, "
+                        "3 seeds, recipes/pacs/README.md), "
                         "leave_one_out_sketch (the leave-one-domain-out sketch table), tiny")
     parser.add_argument("--config", default=None, help="recipe YAML (RecipeConfig keys); flags override it")
     parser.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default: all: {' '.join(ARM_ORDER)})")
@@ -58,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corruptions", default=None, help="comma list, 'all' (19) or 'benchmark' (15)")
     parser.add_argument("--severities", nargs="+", type=int, default=None)
     parser.add_argument("--clean-test-images", type=int, default=None, help="JPEG test images for clean accuracy")
+    parser.add_argument("--lossless-images", type=int, default=None, help="images of test_lossless for the "
+                        "JPEG-vs-lossless gap (default: all 1,000)")
     parser.add_argument("--eval-batch-size", type=int, default=None)
     parser.add_argument("--checkpoint-interval", type=int, default=None)
     parser.add_argument("--extras", nargs="+", default=None, metavar="MODE",
@@ -70,6 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--cache-dir", default=None, help="corruption cache (default ~/.cache/advbn_aug/corruptions)")
     parser.add_argument("--force", action="store_true", help="redo finished runs")
+    parser.add_argument("--workers", type=int, default=None, help="processes sharing the runs folder (the "
+                        f"corruption cache is built first on every core; default 1, {GPU_WORKERS} with --preset gpu)")
     parser.add_argument("--collect", action="store_true", help="run nothing: rewrite the table from finished runs")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     from ..advbn_config import AdvBNConfig
@@ -87,6 +94,8 @@ def default_folders(tiny: bool, preset: str = "full") -> tuple[Path, Path]:
     ``runs/`` that git ignores, so it never touches tracked files."""
     if tiny or preset == "tiny":
         return Path("runs/cifar10-tiny"), Path("runs/cifar10-tiny/runs")
+    if preset == "gpu":  # the GPU table: folders of its own, never the CPU table's
+        return Path("recipes/cifar10/results_gpu"), Path("runs/cifar10-gpu")
     if preset == "short":
         return Path("recipes/cifar10/results/short"), Path("recipes/cifar10/runs/short")
     return Path("recipes/cifar10/results"), Path("recipes/cifar10/runs")
@@ -133,7 +142,8 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig | PACSConfig:
                                weight_decay=args.weight_decay, decay_rate=args.decay_rate, decay_at=args.decay_at,
                                train_subset=args.train_subset, advbn=advbn or None, eval_images=args.eval_images,
                                corruptions=corruptions, severities=args.severities,
-                               clean_test_images=args.clean_test_images, eval_batch_size=args.eval_batch_size,
+                               clean_test_images=args.clean_test_images, lossless_images=args.lossless_images,
+                               eval_batch_size=args.eval_batch_size,
                                checkpoint_interval=args.checkpoint_interval,
                                extras=[] if args.extras == ["none"] else args.extras, tta_images=args.tta_images)
 
@@ -154,12 +164,19 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     if isinstance(cfg, PACSConfig):
+        if args.workers is not None:
+            from ..config_cli import ConfigArgumentError
+
+            raise ConfigArgumentError("--workers is a flag of the CIFAR-10 recipe")
         default_output, default_runs = pacs_default_folders(args.tiny or args.preset == "tiny", cfg)
     else:
         from ..eval.corruptions import resolve_corruptions
 
         resolve_corruptions(cfg.corruptions)  # fail early on a bad name
         default_output, default_runs = default_folders(args.tiny, args.preset or "full")
+    gpu = args.preset == "gpu" and not isinstance(cfg, PACSConfig)
+    workers = args.workers if args.workers is not None else GPU_WORKERS if gpu else 1
+    device = args.device or ("cuda" if gpu else None)  # the GPU table runs on CPU only when asked (--device cpu)
     output = Path(args.output or default_output)
     runs_dir = Path(args.runs_dir or default_runs)
     console = logging.StreamHandler(sys.stderr)
@@ -188,9 +205,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         t0 = time.perf_counter()
         doc = run_recipe(cfg, output=output, runs_dir=runs_dir, data_dir=args.data_dir, arms_dir=args.arms_dir,
-                         device=args.device, amp=not args.no_amp, cache_dir=args.cache_dir,
+                         device=device, amp=not args.no_amp, cache_dir=args.cache_dir,
                          progress=not args.no_progress, force=args.force, commands=commands,
-                         collect_only=args.collect, on_start=start)
+                         collect_only=args.collect, on_start=start, workers=workers)
         print(benchmark_of(cfg).short_table(doc))
         print(f"results: {output / 'results.md'} ({time.perf_counter() - t0:.0f}s)")
         if args.tiny or args.preset == "tiny":
@@ -198,6 +215,13 @@ def run(args: argparse.Namespace) -> int:
     except CheckpointError as err:  # a corrupt file of a run folder: the message names it and the remedy
         print(f"advbn-aug recipe: error: {err}", file=sys.stderr)
         return 2
+    except WorkerError as err:  # the table of the finished runs is written; the message says how to finish
+        print(f"advbn-aug recipe: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM while workers run: they are stopped and the table written
+        print(f"advbn-aug recipe: stopped; {output / 'results.md'} holds the runs finished so far; rerun the same "
+              "command to finish the others (a stopped run resumes from its last checkpoint)", file=sys.stderr)
+        return 130
     finally:
         for h in handlers:
             log.removeHandler(h)

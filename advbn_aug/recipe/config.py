@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from ..config import DictConfig
 
-__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "SHORT", "TINY", "PRESETS", "load_arms",
+__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "SHORT", "TINY", "GPU", "PRESETS",
+           "GPU_WORKERS", "load_arms",
            "PREFIX", "prefix_names", "check_shared", "Overridable"]
 
 _C = TypeVar("_C", bound="Overridable")
@@ -303,8 +304,16 @@ TINY = RecipeConfig(
     decoded={"epochs": 1, "train_images": 128, "eps": 1.1, "steps": 2, "images": 50},
 )
 
+# the recipe table on one GPU (``--preset gpu``, recipes/cifar10/README.md): FULL's training and evaluation settings
+# (the same train and eval keys, so the same recipe and the same test sets) for the main arms, 10 seeds, no extra
+# evaluation modes; run by GPU_WORKERS processes sharing the GPU and one runs folder. Its table has folders of its own
+# (recipes/cifar10/results_gpu, runs/cifar10-gpu) and is never mixed with the CPU table.
+GPU = RecipeConfig(arms=["standard", "advbn", "augmix", "augmix_advbn", "dsu", "mixstyle"], seeds=list(range(10)),
+                   extras=[])
+GPU_WORKERS = 8
 
-PRESETS: dict[str, RecipeConfig] = {"full": FULL, "short": SHORT, "tiny": TINY}
+
+PRESETS: dict[str, RecipeConfig] = {"full": FULL, "short": SHORT, "tiny": TINY, "gpu": GPU}
 
 
 def config_fields() -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs
         if not mine:
             log.info("skip %s seed %d: another process is running it", arm.name, seed)
             return None
+        done = _finished(result_path, cfg, arm) if old is None and not force else None
+        if done is not None and not missing_extras(cfg, arm, done):  # another process finished it meanwhile
+            log.info("skip %s seed %d: finished by another process", arm.name, seed)
+            return done
         handler = _run_logger((log_dir or run_dir) / f"{arm.name}_seed{seed}.log")
         try:
             result = old or _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progress,
@@ -112,7 +117,8 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
         torch.save(state, tmp)
         tmp.replace(model_path)
         meta = {"arm": arm.to_dict(), "seed": seed, "train_key": train_key, "train": cfg.train_key(),
-                "sha256": sha256_file(model_path), "code": code_version(), **info}
+                "sha256": sha256_file(model_path), "code": code_version(), "device": device.type,
+                "device_name": device_name(device), **info}
         meta_path.write_text(json.dumps(meta, indent=1))
         (run_dir / "ckpt.pt").unlink(missing_ok=True)
         log.info("exported %s (sha256 %s)", model_path, meta["sha256"])
@@ -124,6 +130,7 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
               "trainable_parameters": meta["trainable_parameters"],
               "final_loss": meta["history"][-1] if meta["history"] else None, **ev, **ema,
               "code": meta.get("code"), "eval_code": code_version(),
+              **{k: meta[k] for k in ("device", "device_name") if k in meta},
               "finished": _dt.datetime.now().isoformat(timespec="seconds")}
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     log.info("%s seed %d: %s  (train %.0fs, eval %.0fs)", arm.name, seed, bench.summary(result),
@@ -150,6 +157,28 @@ def _evaluate_average(cfg: Any, arm: ArmConfig, seed: int, data: Any, run_dir: P
                     **{k: ev[k] for k in bench.adv_keys if k in ev}}}
 
 
+def device_name(device: torch.device) -> str:
+    """The name a result records for the device that trained it: the GPU's model, or ``cpu``."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def _device_type(result: dict[str, Any]) -> str:
+    """``cuda`` / ``cpu``; a result from before devices were recorded is a CPU one (no GPU had run the recipe)."""
+    return result.get("device", "cpu")
+
+
+def _check_one_device(found: Sequence[dict[str, Any]], device_type: str | None, folders: str) -> None:
+    """Refuse to put results of different device types in one table (``device_type``: the one this command runs
+    on; ``None``: only collecting)."""
+    types = sorted({_device_type(r) for r in found} | ({device_type} if device_type else set()))
+    if len(types) > 1:
+        held = sorted({_device_type(r) for r in found})
+        raise ValueError(f"{folders} hold finished runs made on {'/'.join(held)}"
+                         + (f" and this command runs on {device_type}" if device_type else "")
+                         + ": a table never mixes devices. Pass --output and --runs-dir of their own (the GPU "
+                         "table's defaults, --preset gpu: recipes/cifar10/results_gpu and runs/cifar10-gpu)")
+
+
 def _resolve_device(device: str | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -163,11 +192,13 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
                arms_dir: str | Path | None = None, device: str | None = None, amp: bool = True,
                cache_dir: str | None = None, progress: bool = True, force: bool = False,
                commands: Sequence[str] = (), collect_only: bool = False,
-               on_start: Callable[[], None] | None = None) -> dict[str, Any]:
+               on_start: Callable[[], None] | None = None, workers: int = 1, table: bool = True) -> dict[str, Any]:
     """Run every (arm, seed) of ``cfg`` (skipping finished ones), rewriting the table after each; returns it.
     ``collect_only``: run nothing, only rewrite the table from the finished runs. ``on_start``: called once the
     arms, the device and the data are checked (and the data loaded), before anything is written; a rejected call
-    (unknown arm, missing data, ...) raises before it."""
+    (unknown arm, missing data, runs of another device type in the folders, ...) raises before it. ``workers`` > 1:
+    build the corruption cache on every core, then run the jobs in that many processes sharing ``runs_dir``
+    (:mod:`advbn_aug.recipe.parallel`) and write the table once they are done. ``table=False``: write no table."""
     bench = benchmark_of(cfg)
     arms = load_arms(arms_dir, bench.arms)
     unknown = [a for a in cfg.arms if a not in arms]
@@ -175,37 +206,62 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
         raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(arms)}")
     output, runs_dir = Path(output), Path(runs_dir)
     archive = output / "runs"
+    folders = f"{runs_dir} and {archive}"
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers > 1 and force:
+        raise ValueError("--force with several workers would redo each run once per worker: delete the runs to redo "
+                         "(or pass --workers 1)")
     code_version()  # the commit of the code this process runs, read before any work
     jobs = [(arms[a], s) for s in cfg.seeds for a in cfg.arms if arms[a].train or s == cfg.seeds[0]]
     if collect_only:
         if on_start is not None:
             on_start()
         found = _collect(cfg, jobs, runs_dir, archive)
+        _check_one_device(found, None, folders)
         log.info("%d of %d runs finished", len(found), len(jobs))
         return bench.aggregate(found, cfg, output, [a.name for a, _ in jobs], commands, jobs) if found else {}
     dev = _resolve_device(device)
     log_dir = output / "logs"
     data = bench.load_data(cfg, data_dir)
+
+    def collect() -> list[dict[str, Any]]:
+        return _collect(cfg, jobs, runs_dir, archive)
+
+    _check_one_device(collect(), dev.type, folders)
     if on_start is not None:
         on_start()
     log.info(data.describe())
     results: list[dict[str, Any]] = []
     doc: dict[str, Any] = {}
+    if workers > 1:
+        from .parallel import build_corruption_cache, run_workers
 
-    def collect() -> list[dict[str, Any]]:
-        return _collect(cfg, jobs, runs_dir, archive)
+        if bench.name == "cifar10":
+            build_corruption_cache(data.eval_x, cfg.corruptions, cfg.severities, cache_dir, os.cpu_count() or 1)
+        del data
+        kwargs = dict(output=output, runs_dir=runs_dir, data_dir=data_dir, arms_dir=arms_dir, device=str(dev),
+                      amp=amp, cache_dir=cache_dir)
+        try:
+            run_workers(workers, cfg, kwargs)
+        finally:
+            results = collect()
+            if results:
+                doc = bench.aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
+            log.info("%d of %d runs finished", len(results), len(jobs))
+        return doc
 
     for arm, seed in jobs:
         r = run_arm(cfg, arm, seed, data, runs_dir, device=dev, amp=amp, cache_dir=cache_dir, progress=progress,
                     force=force, log_dir=log_dir, archive_dir=archive)
-        if r is not None:
+        if r is not None and table:
             results = collect()
             doc = bench.aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
     results = collect()
-    if results:
+    if results and table:
         doc = bench.aggregate(results, cfg, output, [a.name for a, _ in jobs], commands, jobs)
     missing = len(jobs) - len(results)
-    if missing:
+    if missing and table:
         log.info("%d of %d runs are not finished (held by another process?): rerun the command to collect them",
                  missing, len(jobs))
     return doc

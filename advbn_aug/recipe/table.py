@@ -49,6 +49,7 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
     checks = _hypotheses(table, by_arm)
     missing = missing_runs(results, jobs)
     doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks, "missing": missing,
+           **({"devices": devices} if (devices := run_devices(results)) else {}),
            "modes": arm_metrics({a: by_arm[a] for a in order}),
            "evidence": evidence_matrix(by_arm, _HYPOTHESES),
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
@@ -66,6 +67,15 @@ def group_by_arm(results: list[dict[str, Any]], arm_order: Sequence[str]
         by_arm.setdefault(r["arm"]["name"], []).append(r)
     order = list(dict.fromkeys([a for a in arm_order if a in by_arm] + sorted(set(by_arm) - set(arm_order))))
     return by_arm, order
+
+
+def run_devices(results: list[dict[str, Any]]) -> dict[str, int]:
+    """``{device name: runs}`` of the runs that trained the table's models; ``{}`` if none records its device
+    (runs made before devices were recorded, all on CPU)."""
+    if not any("device_name" in r for r in results):
+        return {}
+    names = [r.get("device_name", "cpu (not recorded)") for r in results]
+    return {n: names.count(n) for n in sorted(set(names))}
 
 
 def run_facts(rs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -227,6 +237,8 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
              f"training subset {cfg['train_subset'] or 'all'}; corruptions: {cfg['eval_images']} test images, "
              f"{'all 19' if cfg['corruptions'] == 'all' else len(cfg['corruptions'])} corruptions x severities "
              f"{cfg['severities']}. Accuracies in %, mean ± std over seeds.", "",
+             *([f"Trained on: {', '.join(f'{n} ({k} runs)' for n, k in doc['devices'].items())}.", ""]
+               if doc.get("devices") else []),
              "| arm | seeds | " + " | ".join(t for _, t in _COLUMNS) + " | Δ mCA vs standard | train s/run | "
              "train cost vs standard | code |",
              "|---|---|" + "---|" * len(_COLUMNS) + "---|---|---|---|"]
