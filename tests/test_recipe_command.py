@@ -105,6 +105,35 @@ def test_corrupt_resume_checkpoint_exits_2_naming_the_file(tmp_path, capsys):
 
 
 @needs_data
+def test_recipe_lines_are_printed_once_whatever_root_logging_holds(tmp_path, capsys):
+    """A root handler set up earlier (timm's setup_default_logging in the same process, logging.basicConfig) printed
+    every recipe line a second time, or a 'Logging error' traceback once its stream was closed (CI: the
+    corrupt-checkpoint test after the timm tests). The command prints through its own handler only."""
+    import io
+    import logging
+
+    from advbn_aug.cli import main
+
+    stale = io.StringIO()
+    root_handler = logging.StreamHandler(stale)
+    logging.getLogger().addHandler(root_handler)
+    stale.close()  # a stream closed since, as pytest's capture streams are after their test
+    try:
+        ckpt = tmp_path / "runs" / "standard" / "seed0" / "ckpt.pt"
+        ckpt.parent.mkdir(parents=True)
+        ckpt.write_bytes(b"")
+        assert main(["recipe", "cifar10", "--tiny", "--arms", "standard", "--seeds", "0", "--extras", "none",
+                     "--device", "cpu", "--no-progress", "--output", str(tmp_path / "o"),
+                     "--runs-dir", str(tmp_path / "runs")]) == 2
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    assert err.count("data: 96 training images") == 1, err
+    assert logging.getLogger("advbn_aug.recipe").propagate  # restored after the command
+
+
+@needs_data
 def test_tiny_table_says_it_is_a_smoke_test(tmp_path, capsys):
     """Issue 25: the --tiny table is followed by a line saying its numbers are a smoke test and where the committed
     tables are, so a newcomer does not read 3-step numbers as results."""

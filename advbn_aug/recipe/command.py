@@ -179,17 +179,13 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if gpu else None)  # the GPU table runs on CPU only when asked (--device cpu)
     output = Path(args.output or default_output)
     runs_dir = Path(args.runs_dir or default_runs)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
-    log.setLevel(logging.INFO)
     command = "advbn-aug recipe " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "recipe" else "advbn-aug recipe (library call)"
     line = f"{_dt.datetime.now().isoformat(timespec='seconds')} cwd={os.getcwd()} {command}\n"
     history_path = output / "logs" / "commands.log"
     history = (history_path.read_text() if history_path.is_file() else "") + line
     commands = list(dict.fromkeys(h.split(" ", 2)[-1] for h in history.splitlines() if h.strip()))
-    handlers = [console]
+    handlers: list[logging.Handler] = []
 
     def start() -> None:
         """Once run_recipe has accepted the command (arms, device, data): the run log, the command, the config."""
@@ -202,6 +198,14 @@ def run(args: argparse.Namespace) -> int:
             f.write(line)
         (output / "config.yaml").write_text(cfg.to_yaml())
 
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    handlers.append(console)
+    log.setLevel(logging.INFO)
+    # the command prints through its own handler: a root handler set up by someone else (timm's
+    # setup_default_logging, logging.basicConfig) would print every line twice, or write to a stream closed since
+    propagate, log.propagate = log.propagate, False
     try:
         t0 = time.perf_counter()
         doc = run_recipe(cfg, output=output, runs_dir=runs_dir, data_dir=args.data_dir, arms_dir=args.arms_dir,
@@ -223,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
               "command to finish the others (a stopped run resumes from its last checkpoint)", file=sys.stderr)
         return 130
     finally:
+        log.propagate = propagate
         for h in handlers:
             log.removeHandler(h)
             h.close()
