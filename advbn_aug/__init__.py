@@ -6,18 +6,29 @@ Core: :class:`AdvBN` / :func:`attach` (feature-space; :func:`attack_stats` is it
 :func:`evaluate_corruptions` (CIFAR-10-C / ImageNet-C style robustness evaluation).
 """
 
-from ._extras import lazy_getattr
-from .advbn import AdvBN, attach
-from .advbn_config import AdvBNConfig
-from .attack import AttackResult, attack_stats, run_attack
-from .bn_fold import fold_conv_bn
-from .cifar_resnet import CifarResNet, cifar_resnet, load_pretrained_cifar_resnet
-from .config import DictConfig
-from .data import load_cifar10, shared_data_dir
-from .dsu import DSU, DSUConfig
-from .dual_norm import DualNorm, convert_dual_norm, fold_dual_norm, routed, select_bn_state
-from .feature_hook import StatsAugmenter
-from .image import (
+from advbn_aug._extras import lazy_getattr
+from advbn_aug.config import DictConfig
+from advbn_aug.datasets.cifar10 import load_cifar10, shared_data_dir
+from advbn_aug.datasets.pacs import (
+    PACS_CLASSES,
+    PACS_DOMAINS,
+    PACSDomain,
+    load_pacs,
+    pacs_leave_one_out,
+    pacs_single_source,
+)
+from advbn_aug.feature.advbn import AdvBN, attach
+from advbn_aug.feature.attack import AttackResult, attack_stats, run_attack
+from advbn_aug.feature.base import StatsAugmenter
+from advbn_aug.feature.bn_fold import fold_conv_bn
+from advbn_aug.feature.config import AdvBNConfig
+from advbn_aug.feature.dsu import DSU, DSUConfig
+from advbn_aug.feature.dual_norm import DualNorm, convert_dual_norm, fold_dual_norm, routed, select_bn_state
+from advbn_aug.feature.mixstyle import MixStyle, MixStyleConfig
+from advbn_aug.feature.stats import FeatureStats, feature_stats, perturb_stats
+from advbn_aug.feature.strip import strip_advbn
+from advbn_aug.feature.survey import LayerCandidate, format_layer_table, suggest_layers
+from advbn_aug.image import (
     AlbumentationsStage,
     AugMix,
     AugMixBatch,
@@ -27,15 +38,11 @@ from .image import (
     KorniaStage,
     train_deepaugment_net,
 )
-from .layer_survey import LayerCandidate, format_layer_table, suggest_layers
-from .losses import augmix_criterion, jsd_consistency, prediction_kl
-from .mixstyle import MixStyle, MixStyleConfig
-from .pacs import PACS_CLASSES, PACS_DOMAINS, PACSDomain, load_pacs, pacs_leave_one_out, pacs_single_source
-from .policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
-from .pretrained import load_efficientnet_lite
-from .split import ModelSplit, resolve_layer, split_model
-from .stats import FeatureStats, feature_stats, perturb_stats
-from .strip import strip_advbn
+from advbn_aug.losses import augmix_criterion, jsd_consistency, prediction_kl
+from advbn_aug.models.cifar_resnet import CifarResNet, cifar_resnet, load_pretrained_cifar_resnet
+from advbn_aug.models.efficientnet_lite import load_efficientnet_lite
+from advbn_aug.policy import FeatureAugmenter, Policy, PolicyConfig, Schedule
+from advbn_aug.split import ModelSplit, resolve_layer, split_model
 
 # Robustness evaluation and the feature visualiser need the [eval] extra (OpenCV, SciPy, matplotlib): their names are
 # imported on first use, so `import advbn_aug` and the core API work without it (advbn_aug._extras)

@@ -43,14 +43,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .advbn import AdvBN
-from .config import DictConfig
-from .dsu import DSU
-from .dual_norm import Route, routed
-from .image.augmix import AugMixBatch, AugMixConfig
-from .image.stages import as_stage, build_stage
-from .losses import AUGMIX_JSD_WEIGHT, jsd_consistency
-from .mixstyle import MixStyle
+from advbn_aug.config import DictConfig
+from advbn_aug.feature.advbn import AdvBN
+from advbn_aug.feature.dsu import DSU
+from advbn_aug.feature.dual_norm import Route, routed
+from advbn_aug.feature.mixstyle import MixStyle
+from advbn_aug.image.augmix import AugMixBatch, AugMixConfig
+from advbn_aug.image.stages import as_stage, build_stage
+from advbn_aug.losses import AUGMIX_JSD_WEIGHT, jsd_consistency
 
 __all__ = ["Policy", "PolicyConfig", "Schedule", "FeatureAugmenter", "AdvBNFeature", "register_feature",
            "FEATURE_TYPES"]
@@ -102,7 +102,7 @@ class FeatureAugmenter(Protocol):
 
 
 class AdvBNFeature:
-    """:class:`~advbn_aug.advbn.AdvBN` as a :class:`FeatureAugmenter`: its term is ``adversarial_loss``."""
+    """:class:`~advbn_aug.feature.advbn.AdvBN` as a :class:`FeatureAugmenter`: its term is ``adversarial_loss``."""
 
     def __init__(self, advbn: AdvBN):
         self.advbn = advbn

@@ -41,31 +41,32 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "compatibility.md"
 DATA = ROOT / "docs" / "compatibility.json"
 STACK = ("torch", "torchvision", "timm", "kornia")
-CORE_FILES = ("tests/test_advbn.py", "tests/test_split.py", "tests/test_dual_norm.py", "tests/test_mixstyle.py",
-              "tests/test_dsu.py", "tests/test_policy.py", "tests/test_integrations_timm.py")
+CORE_FILES = ("tests/feature/test_advbn.py", "tests/split/test_split.py", "tests/feature/test_dual_norm.py",
+              "tests/feature/test_mixstyle.py", "tests/feature/test_dsu.py", "tests/test_policy.py",
+              "tests/integrations/test_timm.py")
 # the default subset: every core feature, minutes not hours on a 2-core machine (--full runs CORE_FILES)
 CORE_TESTS = (
     "tests/test_extras.py",
-    "tests/test_advbn.py::test_matches_hand_written_algorithm[cifar_resnet20-fx]",
-    "tests/test_advbn.py::test_matches_hand_written_algorithm[timm_resnet18-fx]",
-    "tests/test_advbn.py::test_matches_hand_written_algorithm[timm_vit_tokens-hook]",
-    "tests/test_advbn.py::test_eval_mode_is_bitwise_identical",
-    "tests/test_advbn.py::test_detach_round_trip",
-    "tests/test_advbn.py::test_autocast_bfloat16_keeps_float32_statistics",
-    "tests/test_advbn.py::test_channels_last",
-    "tests/test_advbn.py::test_deepcopy_and_model_ema",
-    "tests/test_advbn.py::test_fx_tracing_an_attached_model",
-    "tests/test_split.py::test_suffix_reproduces_the_model",
-    "tests/test_split.py::test_every_fallback_warns",
-    "tests/test_dual_norm.py",
-    "tests/test_mixstyle.py",
-    "tests/test_dsu.py",
+    "tests/feature/test_advbn.py::test_matches_hand_written_algorithm[cifar_resnet20-fx]",
+    "tests/feature/test_advbn.py::test_matches_hand_written_algorithm[timm_resnet18-fx]",
+    "tests/feature/test_advbn.py::test_matches_hand_written_algorithm[timm_vit_tokens-hook]",
+    "tests/feature/test_advbn.py::test_eval_mode_is_bitwise_identical",
+    "tests/feature/test_advbn.py::test_detach_round_trip",
+    "tests/feature/test_advbn.py::test_autocast_bfloat16_keeps_float32_statistics",
+    "tests/feature/test_advbn.py::test_channels_last",
+    "tests/feature/test_advbn.py::test_deepcopy_and_model_ema",
+    "tests/feature/test_advbn.py::test_fx_tracing_an_attached_model",
+    "tests/split/test_split.py::test_suffix_reproduces_the_model",
+    "tests/split/test_split.py::test_every_fallback_warns",
+    "tests/feature/test_dual_norm.py",
+    "tests/feature/test_mixstyle.py",
+    "tests/feature/test_dsu.py",
     "tests/test_policy.py",
-    "tests/test_integrations_timm.py::TestTrainer::test_runs_with_augmix_jsd_ema_and_saves_plain_checkpoints",
-    "tests/test_integrations_timm.py::test_task_with_policy_undoes_loader_normalisation",
-    "tests/test_integrations_timm.py::test_aux_bn_kept_exactly_during_warm_up",
-    "tests/test_integrations_timm.py::test_split_bn_with_advbn_no_dual_bn_trains",
-    "tests/test_integrations_timm.py::test_advbn_flags_cover_every_config_field",
+    "tests/integrations/test_timm.py::TestTrainer::test_runs_with_augmix_jsd_ema_and_saves_plain_checkpoints",
+    "tests/integrations/test_timm.py::test_task_with_policy_undoes_loader_normalisation",
+    "tests/integrations/test_timm.py::test_aux_bn_kept_exactly_during_warm_up",
+    "tests/integrations/test_timm.py::test_split_bn_with_advbn_no_dual_bn_trains",
+    "tests/integrations/test_timm.py::test_advbn_flags_cover_every_config_field",
 )
 
 

@@ -29,11 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from advbn_aug.cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_pretrained_cifar_resnet
-from advbn_aug.data import load_cifar10
+from advbn_aug.datasets.cifar10 import load_cifar10
 from advbn_aug.eval import predict
 from advbn_aug.eval.corruptions import corrupt
-from advbn_aug.recipe.evaluate import fuse_for_eval
+from advbn_aug.models.cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, load_pretrained_cifar_resnet
+from advbn_aug.recipe.cifar10.evaluate import fuse_for_eval
 
 
 def _variants(model: nn.Module) -> dict[str, tuple[nn.Module, int]]:

@@ -161,7 +161,7 @@ _TORCHRUN_MAIN = textwrap.dedent("""
     import torch
     import torch.distributed as dist
     import timm.utils.distributed as timm_dist
-    from advbn_aug.integrations import timm_trainer
+    from advbn_aug.integrations.timm import trainer
 
     # one process: timm only starts a process group for WORLD_SIZE > 1, so make it start one anyway (NCCL on CUDA,
     # gloo on CPU) and wrap the model in DDP, as a multi-GPU run would; the trainer destroys the group at its end,
@@ -175,7 +175,7 @@ _TORCHRUN_MAIN = textwrap.dedent("""
         seen.update(backend=str(dist.get_backend()), world_size=dist.get_world_size())
 
     dist.init_process_group = init_and_record
-    result = timm_trainer.main(sys.argv[2:])
+    result = trainer.main(sys.argv[2:])
     seen.update(ddp=type(result["task"].get_trainable_module()).__name__, epoch=result["epoch"])
     with open(sys.argv[1], "w") as fh:
         json.dump(seen, fh)
@@ -195,7 +195,7 @@ def _image_folder(root: Path, size: int) -> None:
 
 
 def check_torchrun(s: Setup) -> str:
-    """advbn_aug.integrations.timm_trainer under torchrun --nproc_per_node 1 (NCCL on CUDA, gloo on CPU)."""
+    """advbn_aug.integrations.timm.trainer under torchrun --nproc_per_node 1 (NCCL on CUDA, gloo on CPU)."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _image_folder(root / "data", s.img_size)

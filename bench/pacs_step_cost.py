@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON written after each arm")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from advbn_aug.recipe.pacs_config import PACS_ARMS, PACSConfig
-    from advbn_aug.recipe.train import _build_policy, load_fresh_model, prefix_modules_of
+    from advbn_aug.recipe.core.train import _build_policy, load_fresh_model, prefix_modules_of
+    from advbn_aug.recipe.pacs.config import PACS_ARMS, PACSConfig
 
     cfg = PACSConfig(advbn={**PACSConfig().advbn, "layer": args.layer}, batch_size=args.batch_size,
                      img_size=args.img_size)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from advbn_aug.data import shared_data_dir
+from advbn_aug.datasets.cifar10 import shared_data_dir
 
 needs_data = pytest.mark.skipif(
     shared_data_dir() is None or not (shared_data_dir() / "cifar10" / "train_jpeg.npz").is_file(),
@@ -13,8 +13,8 @@ needs_data = pytest.mark.skipif(
 
 def toy_config(**kw):
     """A recipe config small enough for a test: two steps on 40 images, 16 corrupted images, two corruptions, no extra
-    evaluation modes (tests/test_recipe_extras.py turns them on)."""
-    from advbn_aug.recipe.config import RecipeConfig
+    evaluation modes (tests/recipe/cifar10/test_eval_modes.py turns them on)."""
+    from advbn_aug.recipe.cifar10.config import RecipeConfig
 
     base = dict(arms=["pretrained", "standard", "advbn"], seeds=[0], steps=2, batch_size=8, train_subset=40,
                 checkpoint_interval=1, eval_images=16, corruptions=["gaussian_noise", "contrast"], severities=[3],

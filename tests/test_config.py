@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from advbn_aug.advbn_config import AdvBNConfig
 from advbn_aug.config import DictConfig
-from advbn_aug.dsu import DSUConfig
-from advbn_aug.mixstyle import MixStyleConfig
+from advbn_aug.feature.config import AdvBNConfig
+from advbn_aug.feature.dsu import DSUConfig
+from advbn_aug.feature.mixstyle import MixStyleConfig
 from advbn_aug.policy import Policy, PolicyConfig
 
 
@@ -62,6 +62,6 @@ def test_a_non_number_in_a_float_field_names_the_field(text, field_name):
 
 def test_dsu_eps_in_yaml_is_accepted():
     """Before: ``eps must be > 0, got '1e-6'`` although 1e-6 > 0."""
-    from advbn_aug.dsu import DSU
+    from advbn_aug.feature.dsu import DSU
 
     assert DSU.from_config(yaml.safe_load("layer: layer2\neps: 1e-6")).config.eps == 1e-6

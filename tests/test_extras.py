@@ -34,7 +34,7 @@ _CORE_ONLY = textwrap.dedent("""
 
     import advbn_aug
     from advbn_aug import DSU, AdvBN, AugMix, MixStyle, Policy, PolicyConfig, split_model
-    from advbn_aug.integrations.advbn_timm import AdvBNTask  # the timm task is core too
+    from advbn_aug.integrations.timm.task import AdvBNTask  # the timm task is core too
 
     torch.manual_seed(0)
 

@@ -151,7 +151,7 @@ def test_advbn_warmup_and_every():
 
 def test_policy_with_in_code_stages_and_advbn_object():
     K = pytest.importorskip("kornia.augmentation")
-    from advbn_aug.advbn import AdvBN
+    from advbn_aug.feature.advbn import AdvBN
 
     model = Tiny().train()
     policy = Policy(stages=[K.RandomHorizontalFlip(p=1.0)], features=[AdvBN("layer1", steps=1)])

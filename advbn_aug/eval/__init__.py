@@ -1,7 +1,7 @@
 """Robustness evaluation: common corruptions (ImageNet-C / CIFAR-10-C), benchmark file loaders, metrics (mCE),
 reports, and the ``advbn-aug eval`` command."""
 
-from .._extras import lazy_getattr
+from advbn_aug._extras import lazy_getattr
 
 # Each name is imported from its module on first use: `advbn_aug.eval.checkpoint` (used by the timm task) and
 # `advbn_aug.eval.metrics` load without the [eval] extra; the corruptions need OpenCV and SciPy and say so

@@ -1,7 +1,7 @@
 """Read a model checkpoint for evaluation, through the clean or the adversarial BatchNorms.
 
 A model trained with AdvBN and saved while attached (``torch.save(model.state_dict())``) holds ``<name>.aux_bn.*``
-keys; a timm checkpoint written through :class:`~advbn_aug.integrations.advbn_timm.AdvBNTask` holds them under
+keys; a timm checkpoint written through :class:`~advbn_aug.integrations.timm.task.AdvBNTask` holds them under
 ``task_state['advbn_aux']``. :func:`read_state_dict` turns either (or a plain ``state_dict``) into a plain one with
 the chosen BatchNorms in place, loadable strictly into the un-attached architecture. :func:`load_checkpoint_file`
 reads any checkpoint file, turning an empty, truncated or garbage file into a :class:`CheckpointError` that names it.
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..dual_norm import Route, select_bn_state
+from advbn_aug.feature.dual_norm import Route, select_bn_state
 
 __all__ = ["read_state_dict", "load_checkpoint_file", "CheckpointError", "AUX_STATE_KEY", "SAVE_HINT"]
 

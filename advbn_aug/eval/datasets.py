@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .corruptions import check_severity, corrupt, corruption_params, resolve_corruptions
+from advbn_aug.eval.corruptions import check_severity, corrupt, corruption_params, resolve_corruptions
 
 __all__ = [
     "load_cifar10c", "ImageNetCFolder", "images_fingerprint", "corrupted_set", "corrupted_set_key",

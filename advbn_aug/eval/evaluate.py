@@ -24,13 +24,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import DictConfig
-from ..dual_norm import Route
-from .bn_adapt import TTA_MODES, adapted_predict
-from .checkpoint import CheckpointError, read_state_dict
-from .corruptions import BENCHMARK_CORRUPTIONS, SEVERITIES, check_dataset, check_severity, resolve_corruptions
-from .datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
-from .metrics import Baseline, accuracy, load_baseline, summarize
+from advbn_aug.config import DictConfig
+from advbn_aug.eval.bn_adapt import TTA_MODES, adapted_predict
+from advbn_aug.eval.checkpoint import CheckpointError, read_state_dict
+from advbn_aug.eval.corruptions import (
+    BENCHMARK_CORRUPTIONS,
+    SEVERITIES,
+    check_dataset,
+    check_severity,
+    resolve_corruptions,
+)
+from advbn_aug.eval.datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
+from advbn_aug.eval.metrics import Baseline, accuracy, load_baseline, summarize
+from advbn_aug.feature.dual_norm import Route
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate_corruptions", "load_model", "predict", "prepare_batch", "SOURCES"]
 
@@ -154,7 +160,12 @@ def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int
     ``checkpoint`` is a saved ``state_dict`` (or a timm checkpoint); ``bn="adv"`` loads the adversarial BatchNorm
     copies of a model saved while AdvBN was attached (:func:`advbn_aug.eval.checkpoint.read_state_dict`).
     """
-    from ..cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD, cifar_resnet, load_pretrained_cifar_resnet
+    from advbn_aug.models.cifar_resnet import (
+        CIFAR_RESNET_MEAN,
+        CIFAR_RESNET_STD,
+        cifar_resnet,
+        load_pretrained_cifar_resnet,
+    )
 
     if bn not in ("clean", "adv"):
         raise ValueError(f"bn must be 'clean' or 'adv', got {bn!r}")
@@ -243,7 +254,7 @@ def _clean_images(cfg: EvalConfig, images: np.ndarray | None, labels: np.ndarray
         return images, labels, None
     if cfg.source == "imagenet-c":
         return None, None, "no clean images given: clean accuracy and relative CE are not computed"
-    from ..data import load_cifar10
+    from advbn_aug.datasets.cifar10 import load_cifar10
 
     root = cfg.data_dir if cfg.source == "generate" else None
     try:
@@ -324,7 +335,7 @@ def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, lab
         seconds=round(time.perf_counter() - start, 3), notes=notes,
     )
     if cfg.output:
-        from .report import write_report
+        from advbn_aug.eval.report import write_report
 
         write_report(result, cfg.output, baseline)
     return result

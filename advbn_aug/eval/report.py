@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._extras import require
-from .metrics import Baseline
+from advbn_aug._extras import require
+from advbn_aug.eval.metrics import Baseline
 
 if TYPE_CHECKING:
-    from .evaluate import EvalResult
+    from advbn_aug.eval.evaluate import EvalResult
 
 __all__ = ["format_markdown", "plot_heatmap", "plot_baseline_bars", "write_report"]
 

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
-from ..config import DictConfig
-from .datasets import default_cache_dir, images_fingerprint
-from .style_network import INSTALL_HINT, OnnxStyleNetwork, StyleNetwork, open_network
+from advbn_aug.config import DictConfig
+from advbn_aug.eval.datasets import default_cache_dir, images_fingerprint
+from advbn_aug.eval.style_network import INSTALL_HINT, OnnxStyleNetwork, StyleNetwork, open_network
 
 if TYPE_CHECKING:
     from torch import nn
@@ -96,8 +96,8 @@ def check_strengths(strengths: Sequence[float]) -> tuple[float, ...]:
 
 def load_style_pool(root: str | Path | None = None, domain: str = "art_painting") -> list[np.ndarray]:
     """Every image of a PACS ``domain`` as uint8 ``(H, W, 3)`` arrays: from ``root`` (a PACS folder), else the
-    shared data folder's ``pacs/`` (see :func:`advbn_aug.pacs.resolve_pacs_root`)."""
-    from ..pacs import PACSDomain
+    shared data folder's ``pacs/`` (see :func:`advbn_aug.datasets.pacs.resolve_pacs_root`)."""
+    from advbn_aug.datasets.pacs import PACSDomain
 
     try:
         ds = PACSDomain(domain, "all", root)
@@ -338,9 +338,9 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
     """Accuracy of ``model`` on the clean and stylised ``config.images``-subset of ``images`` uint8 ``(N, H, W, 3)``
     (:func:`balanced_subset`, :func:`stylized_sets`), predicted like :func:`advbn_aug.eval.evaluate_corruptions`
     (inputs to [0, 1], then ``(x - mean) / std``; ``tta`` as ``EvalConfig.tta``)."""
-    from .bn_adapt import adapted_predict
-    from .evaluate import _resolve_device, predict, prepare_batch
-    from .metrics import accuracy
+    from advbn_aug.eval.bn_adapt import adapted_predict
+    from advbn_aug.eval.evaluate import _resolve_device, predict, prepare_batch
+    from advbn_aug.eval.metrics import accuracy
 
     cfg = config or StylizedConfig()
     start = time.perf_counter()

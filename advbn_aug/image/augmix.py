@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import DictConfig
+from advbn_aug.config import DictConfig
 
 __all__ = ["AUGMIX_OPS", "AUGMIX_ALL_OPS", "AugMixConfig", "AugMix", "AugMixViews", "AugMixBatch"]
 
@@ -345,7 +345,7 @@ class AugMixBatch(nn.Module):
 
     # ------------------------------------------------------------ application
     def _check(self, x: torch.Tensor) -> None:
-        from .stages import check_image_batch
+        from advbn_aug.image.stages import check_image_batch
 
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"AugMixBatch takes a tensor, got {type(x).__name__}; for PIL/numpy images use AugMix")

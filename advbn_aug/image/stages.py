@@ -148,8 +148,8 @@ class RandomApply:
 
 
 def _is_own_stage(obj: Any) -> bool:
-    from .augmix import AugMixBatch
-    from .deepaugment import DeepAugment
+    from advbn_aug.image.augmix import AugMixBatch
+    from advbn_aug.image.deepaugment import DeepAugment
 
     return isinstance(obj, (AugMixBatch, DeepAugment, KorniaStage, AlbumentationsStage, FnStage, RandomApply))
 
@@ -295,14 +295,14 @@ def _build_albumentations(spec: dict[str, Any]) -> AlbumentationsStage:
 def _build_augmix(spec: dict[str, Any]) -> Any:
     from dataclasses import fields
 
-    from .augmix import AugMixBatch, AugMixConfig
+    from advbn_aug.image.augmix import AugMixBatch, AugMixConfig
 
     _check_keys("augmix stage spec", spec, [f.name for f in fields(AugMixConfig)] + ["select", "check_range", "p"])
     return AugMixBatch(**spec)
 
 
 def _build_deepaugment(spec: dict[str, Any]) -> Any:
-    from .deepaugment import DeepAugment
+    from advbn_aug.image.deepaugment import DeepAugment
 
     valid = ["weights", *[a for a in _arguments(DeepAugment) or [] if a != "net"], "p"]
     _check_keys("deepaugment stage spec", spec, valid)

@@ -16,24 +16,21 @@ lossless test images, CIFAR-10-C-parameter corruptions generated and cached by :
 ``result.json`` next to it. Finished runs are skipped, unfinished ones resume from ``ckpt.pt``; after each run the
 table (``results.md``, ``results.json``, ``results.png``) is rewritten from every finished run.
 
-Modules: ``config`` (arms, settings, presets, digests), ``data`` (the shared arrays, DeepAugment copies), ``lock``
-(the run lock), ``train`` (the fine-tuning loop, export), ``evaluate`` (one model's evaluation), ``runner`` (one
-run, every run, finished runs, code version), ``table`` (statistics, hypotheses, ``results.md``), ``plot``
-(``results.png``), ``command`` (``advbn-aug recipe``). ``benchmark`` is the seam between this machinery and a
-benchmark (CIFAR-10 or PACS: data, model and frozen prefix, crop, evaluation, table); the PACS side lives in
-``pacs_config``, ``pacs_data``, ``pacs_eval``, ``pacs_table`` and ``pacs_command``.
+Layout: ``core/`` is the machinery every benchmark shares (the runner, the training loop, run locks, provenance,
+weight averaging, several workers, the evidence matrix and charts, and :mod:`~advbn_aug.recipe.core.benchmark`, the
+seam a benchmark fills in); ``cifar10/`` and ``pacs/`` are the two benchmarks (config, data, evaluation, table).
+The ``advbn-aug recipe`` command is :mod:`advbn_aug.cli.recipe`.
 """
 
-from .._extras import require
+from advbn_aug._extras import require
 
 require("advbn_aug.recipe", "recipes", "cv2", "scipy", "matplotlib")  # corruptions, t-intervals, charts
 
-from .command import add_arguments, run  # noqa: E402
-from .config import DEFAULT_ARMS, FULL, SHORT, TINY, ArmConfig, RecipeConfig  # noqa: E402
-from .provenance import code_version  # noqa: E402
-from .runner import run_arm, run_recipe  # noqa: E402
-from .table import aggregate  # noqa: E402
-from .train import export_state_dict  # noqa: E402
+from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, FULL, SHORT, TINY, ArmConfig, RecipeConfig  # noqa: E402
+from advbn_aug.recipe.cifar10.table import aggregate  # noqa: E402
+from advbn_aug.recipe.core.provenance import code_version  # noqa: E402
+from advbn_aug.recipe.core.runner import run_arm, run_recipe  # noqa: E402
+from advbn_aug.recipe.core.train import export_state_dict  # noqa: E402
 
 __all__ = ["RecipeConfig", "ArmConfig", "DEFAULT_ARMS", "run_recipe", "run_arm", "aggregate", "export_state_dict",
-           "add_arguments", "run", "FULL", "SHORT", "TINY", "code_version"]
+           "FULL", "SHORT", "TINY", "code_version"]

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import ModelSplit, SplitFallbackWarning, SplitMode
-from .fx import FxSplit, _NotSplittable
-from .hook import HookSplit
-from .layers import layer_candidates, resolve_layer
+from advbn_aug.split.base import ModelSplit, SplitFallbackWarning, SplitMode
+from advbn_aug.split.fx import FxSplit, _NotSplittable
+from advbn_aug.split.hook import HookSplit
+from advbn_aug.split.layers import layer_candidates, resolve_layer
 
 __all__ = ["resolve_layer", "layer_candidates", "ModelSplit", "FxSplit", "HookSplit", "split_model", "SplitMode",
            "SplitFallbackWarning"]

@@ -10,8 +10,8 @@ import torch
 import torch.fx
 from torch import nn
 
-from .base import ModelSplit, _get, _modes, _params_of, _with_descendants
-from .layers import resolve_layer
+from advbn_aug.split.base import ModelSplit, _get, _modes, _params_of, _with_descendants
+from advbn_aug.split.layers import resolve_layer
 
 __all__ = ["FxSplit"]
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from .base import ModelSplit, _modes, _names, _params_of
-from .layers import resolve_layer
+from advbn_aug.split.base import ModelSplit, _modes, _names, _params_of
+from advbn_aug.split.layers import resolve_layer
 
 __all__ = ["HookSplit"]
 

@@ -10,19 +10,19 @@ DSU, corrupted, AdaIN-restyled) features into images, and write an adversarial-s
 The command line is ``advbn-aug visualise train-decoder | grid | make-testset``.
 """
 
-from .._extras import require
+from advbn_aug._extras import require
 
 require("advbn_aug.visualise", "eval", "cv2", "scipy")  # the corrupted rows of the grid
 
-from .config import DecoderConfig, GridConfig, SourceConfig, TestsetConfig  # noqa: E402
-from .decoder import DecoderArch, DecoderSource, FeatureDecoder, load_decoder, save_decoder  # noqa: E402
-from .gallery import GridResult, make_grid  # noqa: E402
-from .grid import Row, write_grid  # noqa: E402
-from .inverter import FeatureInverter, open_inverter  # noqa: E402
-from .shifts import AdvBNShift, SuffixModel, adain, advbn_shift  # noqa: E402
-from .source import LayerEncoder, load_encoder  # noqa: E402
-from .testset import TestsetResult, make_testset  # noqa: E402
-from .train import TrainResult, psnr, train_decoder  # noqa: E402
+from advbn_aug.visualise.config import DecoderConfig, GridConfig, SourceConfig, TestsetConfig  # noqa: E402
+from advbn_aug.visualise.decoder import DecoderArch, DecoderSource, FeatureDecoder, load_decoder, save_decoder  # noqa: E402
+from advbn_aug.visualise.gallery import GridResult, make_grid  # noqa: E402
+from advbn_aug.visualise.grid import Row, write_grid  # noqa: E402
+from advbn_aug.visualise.inverter import FeatureInverter, open_inverter  # noqa: E402
+from advbn_aug.visualise.shifts import AdvBNShift, SuffixModel, adain, advbn_shift  # noqa: E402
+from advbn_aug.visualise.source import LayerEncoder, load_encoder  # noqa: E402
+from advbn_aug.visualise.testset import TestsetResult, make_testset  # noqa: E402
+from advbn_aug.visualise.train import TrainResult, psnr, train_decoder  # noqa: E402
 
 __all__ = [
     "SourceConfig", "DecoderConfig", "GridConfig", "TestsetConfig",

@@ -2,7 +2,7 @@
 
 :class:`SourceConfig` says which model, layer and images; :class:`DecoderConfig` adds the decoder training,
 :class:`GridConfig` the image grid, :class:`TestsetConfig` the adversarial-style test set. The
-``advbn-aug visualise`` flags are derived from these fields (:mod:`advbn_aug.config_cli`, no prefix: ``--model``,
+``advbn-aug visualise`` flags are derived from these fields (:mod:`advbn_aug.config`, no prefix: ``--model``,
 ``--layer``, ``--batch-size``, ... as in timm's scripts).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..config import DictConfig
+from advbn_aug.config import DictConfig
 
 __all__ = ["SourceConfig", "DecoderConfig", "GridConfig", "TestsetConfig", "ImageSource", "TestsetVariant"]
 
@@ -141,7 +141,7 @@ class GridConfig(_DecodedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from ..eval.corruptions import check_severity, resolve_corruptions
+        from advbn_aug.eval.corruptions import check_severity, resolve_corruptions
 
         _positive("num_images", self.num_images)
         _positive("tile_size", self.tile_size)

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..eval.corruptions import corrupt
-from .config import GridConfig
-from .grid import GridFiles, Row, write_grid
-from .inverter import FeatureInverter, open_inverter
-from .shifts import SuffixModel, adain, advbn_shift, dsu_shift, mixstyle_shift
-from .source import load_encoder, load_images, read_image, to_tensor, to_uint8
-from .train import psnr
+from advbn_aug.eval.corruptions import corrupt
+from advbn_aug.visualise.config import GridConfig
+from advbn_aug.visualise.grid import GridFiles, Row, write_grid
+from advbn_aug.visualise.inverter import FeatureInverter, open_inverter
+from advbn_aug.visualise.shifts import SuffixModel, adain, advbn_shift, dsu_shift, mixstyle_shift
+from advbn_aug.visualise.source import load_encoder, load_images, read_image, to_tensor, to_uint8
+from advbn_aug.visualise.train import psnr
 
 __all__ = ["GridResult", "make_grid", "grid_rows"]
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from ..split import resolve_layer
-from .decoder import DecoderSource, FeatureDecoder, load_decoder
-from .source import LayerEncoder, load_encoder
+from advbn_aug.split import resolve_layer
+from advbn_aug.visualise.decoder import DecoderSource, FeatureDecoder, load_decoder
+from advbn_aug.visualise.source import LayerEncoder, load_encoder
 
 __all__ = ["FeatureInverter", "open_inverter"]
 

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..attack import run_attack
-from ..dsu import DSU
-from ..feature_hook import instance_stats
-from ..mixstyle import MixStyle
-from ..split import SplitFallbackWarning, split_model
-from ..stats import feature_stats, perturb_stats
-from .source import LayerEncoder
+from advbn_aug.feature.attack import run_attack
+from advbn_aug.feature.base import instance_stats
+from advbn_aug.feature.dsu import DSU
+from advbn_aug.feature.mixstyle import MixStyle
+from advbn_aug.feature.stats import feature_stats, perturb_stats
+from advbn_aug.split import SplitFallbackWarning, split_model
+from advbn_aug.visualise.source import LayerEncoder
 
 __all__ = ["SuffixModel", "AdvBNShift", "advbn_shift", "adain", "mixstyle_shift", "dsu_shift", "clamp_for"]
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..split import resolve_layer
+from advbn_aug.split import resolve_layer
 
 __all__ = ["LayerEncoder", "load_encoder", "load_images", "read_image_folder", "read_image", "to_tensor",
            "to_uint8", "IMAGE_EXTENSIONS"]
@@ -98,7 +98,7 @@ class LayerEncoder:
 def load_encoder(model: str, checkpoint: str | None, layer: str | int, img_size: int, *, num_classes: int = 10,
                  device: str = "cpu") -> LayerEncoder:
     """Build the model (as ``advbn-aug eval`` does: CIFAR ResNets or timm names) and cut it at ``layer``."""
-    from ..eval.evaluate import load_model
+    from advbn_aug.eval.evaluate import load_model
 
     net, mean, std = load_model(model, checkpoint, num_classes)
     return LayerEncoder(net, layer, mean, std, img_size).to(device)
@@ -152,7 +152,7 @@ def load_images(dataset: str, data_dir: str | None, split: str, img_size: int, l
     if img_size != 32:
         raise ValueError(f"CIFAR-10 images are 32 px but the decoder works at {img_size} px: use --dataset folder "
                          "with images of that size, or a decoder trained on CIFAR-10")
-    from ..data import load_cifar10
+    from advbn_aug.datasets.cifar10 import load_cifar10
 
     x, y = load_cifar10(split, data_dir)
     return (x[:limit], y[:limit]) if limit is not None else (x, y)

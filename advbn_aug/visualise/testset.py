@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import TestsetConfig
-from .inverter import FeatureInverter, open_inverter
-from .shifts import SuffixModel, adain, advbn_shift
-from .source import load_images, to_tensor, to_uint8
+from advbn_aug.visualise.config import TestsetConfig
+from advbn_aug.visualise.inverter import FeatureInverter, open_inverter
+from advbn_aug.visualise.shifts import SuffixModel, adain, advbn_shift
+from advbn_aug.visualise.source import load_images, to_tensor, to_uint8
 
 __all__ = ["TestsetResult", "make_testset", "TESTSET_FILE", "partners"]
 

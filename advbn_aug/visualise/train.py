@@ -23,9 +23,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DecoderConfig
-from .decoder import DecoderSource, FeatureDecoder, decoder_arch_for, save_decoder
-from .source import LayerEncoder, load_encoder, load_images, to_tensor, to_uint8
+from advbn_aug.visualise.config import DecoderConfig
+from advbn_aug.visualise.decoder import DecoderSource, FeatureDecoder, decoder_arch_for, save_decoder
+from advbn_aug.visualise.source import LayerEncoder, load_encoder, load_images, to_tensor, to_uint8
 
 __all__ = ["TrainResult", "train_decoder", "psnr", "reconstruct", "default_source"]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from advbn_aug.data import CIFAR10_CLASSES, load_cifar10
+from advbn_aug.datasets.cifar10 import CIFAR10_CLASSES, load_cifar10
 from advbn_aug.eval.stylized import StylizedConfig, balanced_subset, load_style_pool, open_network, stylized_sets
 
 

@@ -15,12 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from ..._extras import require
-from .params import CIFAR10_PARAMS, ELASTIC_REFERENCE, IMAGENET_PARAMS, PARAM_TABLES, REFERENCE_SIZE
+from advbn_aug._extras import require
+from advbn_aug.eval.corruptions.params import (
+    CIFAR10_PARAMS,
+    ELASTIC_REFERENCE,
+    IMAGENET_PARAMS,
+    PARAM_TABLES,
+    REFERENCE_SIZE,
+)
 
 require("advbn_aug.eval", "eval", "cv2", "scipy")  # the blur, digital and weather corruptions are built on them
 
-from . import blur, digital, noise, weather  # noqa: E402
+from advbn_aug.eval.corruptions import blur, digital, noise, weather  # noqa: E402
 
 __all__ = [
     "Corruption", "CORRUPTIONS", "BENCHMARK_CORRUPTIONS", "EXTRA_CORRUPTIONS", "ALL_CORRUPTIONS", "SEVERITIES",

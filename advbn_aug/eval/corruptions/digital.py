@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .blur import gaussian_smooth
+from advbn_aug.eval.corruptions.blur import gaussian_smooth
 
 __all__ = ["contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"]
 

@@ -18,7 +18,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .blur import apply_motion_blur, clipped_zoom, gaussian_smooth
+from advbn_aug.eval.corruptions.blur import apply_motion_blur, clipped_zoom, gaussian_smooth
 
 __all__ = ["snow", "frost", "fog", "brightness", "spatter", "plasma_fractal", "frost_textures"]
 

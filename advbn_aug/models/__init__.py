@@ -1,0 +1,1 @@
+"""advbn_aug.models."""

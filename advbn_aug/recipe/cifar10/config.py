@@ -1,0 +1,320 @@
+"""Configuration of the CIFAR-10 recipe (``advbn-aug recipe cifar10``): the arms and the budget.
+
+An *arm* is one fine-tuning method (which image-space and feature-space augmentations are on); a
+:class:`RecipeConfig` fixes everything the arms share (model, trainable parameters, steps, batch, optimizer,
+training subset, DeepAugment data, evaluation). Both round-trip through YAML (``recipes/cifar10/configs/``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from advbn_aug.config import DictConfig
+
+__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "SHORT", "TINY", "GPU", "PRESETS",
+           "GPU_WORKERS", "load_arms",
+           "PREFIX", "prefix_names", "check_shared", "Overridable"]
+
+_C = TypeVar("_C", bound="Overridable")
+
+# The top-level modules of the CIFAR ResNets, in forward order. Every arm freezes the same prefix: the stem and
+# every stage up to and including the AdvBN layer (the paper's AdvBN prefix; with the default layer1 that is
+# conv1, bn1, layer1), so all arms train the same parameters.
+_STAGES = ("conv1", "bn1", "layer1", "layer2", "layer3")
+PREFIX = ("conv1", "bn1", "layer1")
+
+
+def prefix_names(layer: str) -> tuple[str, ...]:
+    """The frozen top-level modules for an AdvBN ``layer`` of the CIFAR ResNets (a stage name)."""
+    if layer not in _STAGES[2:]:
+        raise ValueError(f"the recipe's advbn.layer must be one of the CIFAR ResNet stages {list(_STAGES[2:])}, got "
+                         f"{layer!r} (the prefix frozen in every arm ends there)")
+    return _STAGES[:_STAGES.index(layer) + 1]
+
+
+def _mixstyle_config() -> type:
+    from advbn_aug.feature.mixstyle import MixStyleConfig
+
+    return MixStyleConfig
+
+
+def _dsu_config() -> type:
+    from advbn_aug.feature.dsu import DSUConfig
+
+    return DSUConfig
+
+
+# feature-statistics augmenters an arm can add (their config classes, imported lazily)
+_STOCHASTIC_FEATURES = {"mixstyle": _mixstyle_config, "dsu": _dsu_config}
+
+
+@dataclass
+class ArmConfig(DictConfig):
+    """One arm. ``augmix``: AugMix views + JSD (paper settings: 2 views, severity 3, width 3, JSD weight 12);
+    ``deepaugment``: train on the clean subset mixed with its DeepAugment copies (CAE + EDSR); ``advbn``: AdvBN
+    after ``RecipeConfig.advbn['layer']``, with this arm's ``advbn_options`` (``AdvBNConfig`` keys, e.g. a cheaper
+    attack schedule) over the shared settings; ``features``: stochastic feature-statistics augmenters, one
+    ``PolicyConfig.features`` spec each (``{"type": "mixstyle", "layer": "layer1"}``, ``{"type": "dsu", ...}``);
+    ``train: false`` evaluates the pretrained model without fine-tuning."""
+
+    name: str
+    description: str = ""
+    augmix: bool = False
+    deepaugment: bool = False
+    advbn: bool = False
+    train: bool = True
+    advbn_options: dict[str, Any] = field(default_factory=dict)
+    features: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(f"arm name must be a non-empty identifier (letters, digits, _), got {self.name!r}")
+        for spec in self.features:
+            if not isinstance(spec, dict) or spec.get("type") not in _STOCHASTIC_FEATURES:
+                raise ValueError(f"arm {self.name!r}: each features entry must be a dict with type one of "
+                                 f"{list(_STOCHASTIC_FEATURES)}, got {spec!r} (AdvBN is switched on with advbn: true)")
+            config_class = _STOCHASTIC_FEATURES[spec["type"]]()
+            config_class.from_dict({k: v for k, v in spec.items() if k != "type"})  # bad keys/values fail here
+        if self.advbn_options:
+            from advbn_aug.feature.config import AdvBNConfig
+
+            if not self.advbn:
+                raise ValueError(f"arm {self.name!r} sets advbn_options but not advbn: true")
+            if "layer" in self.advbn_options:
+                raise ValueError(f"arm {self.name!r}: the AdvBN layer is shared by every arm (it fixes the frozen "
+                                 "prefix); set it with --advbn-layer, not in advbn_options")
+            AdvBNConfig.from_dict(dict(self.advbn_options))  # unknown keys / bad values fail here, not mid-run
+
+    def to_dict(self) -> dict[str, Any]:
+        """As stored with each run; ``advbn_options`` only when set, so runs finished before it existed still match."""
+        d = super().to_dict()
+        for key in ("advbn_options", "features"):
+            if not d[key]:
+                del d[key]
+        return d
+
+
+DEFAULT_ARMS: dict[str, ArmConfig] = {a.name: a for a in (
+    ArmConfig("pretrained", "the pretrained model, not fine-tuned (reference row, one seed)", train=False),
+    ArmConfig("standard", "standard fine-tuning (cross-entropy, crop + flip)"),
+    ArmConfig("advbn", "AdvBN fine-tuning (clean CE + adversarial CE, dual BN)", advbn=True),
+    ArmConfig("augmix", "AugMix + JSD", augmix=True),
+    ArmConfig("augmix_advbn", "AugMix + JSD + AdvBN", augmix=True, advbn=True),
+    ArmConfig("mixstyle", "MixStyle (random mixing, p 0.5, alpha 0.1) after layer1 and layer2",
+              features=[{"type": "mixstyle", "layer": "layer1"}, {"type": "mixstyle", "layer": "layer2"}]),
+    ArmConfig("dsu", "DSU (p 0.5) after layer1, layer2 and layer3",
+              features=[{"type": "dsu", "layer": f"layer{i}"} for i in (1, 2, 3)]),
+    # stacks (issue 23). AdvBN comes first in the policy, so at layer1 its hook captures the layer's own output
+    # and attacks that; DSU's hooks, registered after it, perturb the clean forward only (AdvBN's attack and
+    # adversarial passes run the downstream layers without them). The attack therefore stays a deterministic worst
+    # case over (m, s) of the true feature instead of chasing a fresh DSU draw at every PGD step, and the two
+    # augmentations reach the downstream layers on separate paths: DSU on the clean one, AdvBN on the adversarial.
+    ArmConfig("dsu_advbn", "AdvBN after layer1 + DSU (p 0.5) after layer1, layer2 and layer3", advbn=True,
+              features=[{"type": "dsu", "layer": f"layer{i}"} for i in (1, 2, 3)]),
+    ArmConfig("advbn_quarter", "AdvBN, 6 steps, adversarial term on the first quarter of each batch", advbn=True,
+              advbn_options={"adv_fraction": 0.25}),
+    ArmConfig("augmix_dsu", "AugMix + JSD + DSU (p 0.5) after layer1, layer2 and layer3", augmix=True,
+              features=[{"type": "dsu", "layer": f"layer{i}"} for i in (1, 2, 3)]),
+    ArmConfig("augmix_dsu_advbn", "AugMix + JSD + AdvBN after layer1 + DSU after layer1, layer2 and layer3",
+              augmix=True, advbn=True, features=[{"type": "dsu", "layer": f"layer{i}"} for i in (1, 2, 3)]),
+    ArmConfig("deepaugment_augmix", "DeepAugment data (CAE + EDSR copies) + AugMix + JSD", augmix=True,
+              deepaugment=True),
+    ArmConfig("deepaugment_augmix_advbn", "DeepAugment data + AugMix + JSD + AdvBN", augmix=True, deepaugment=True,
+              advbn=True),
+)}
+ARM_ORDER = tuple(DEFAULT_ARMS)
+
+
+def load_arms(folder: str | Path | None, base: dict[str, ArmConfig] | None = None) -> dict[str, ArmConfig]:
+    """The built-in arms (``base``, default the CIFAR-10 ones), updated with every ``*.yaml`` arm file in
+    ``folder`` (if given)."""
+    arms = dict(DEFAULT_ARMS if base is None else base)
+    if folder is None:
+        return arms
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"arms folder {folder} does not exist")
+    for path in sorted(folder.glob("*.yaml")):
+        arm = ArmConfig.from_yaml(path)
+        arms[arm.name] = arm
+    return arms
+
+
+def check_shared(cfg: Any, ints: tuple[str, ...], optional_ints: tuple[str, ...]) -> None:
+    """The checks every recipe config shares: ``ints`` are integers >= 1, ``optional_ints`` too or ``None``; distinct
+    seeds, a usable SGD schedule, at least one arm."""
+    for name in ints:
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    for name in optional_ints:
+        v = getattr(cfg, name)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name} must be an integer >= 1 or null, got {v!r}")
+    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds!r}")
+    if not cfg.lr > 0 or not 0 <= cfg.decay_at <= 1 or not cfg.decay_rate > 0:
+        raise ValueError("need lr > 0, 0 <= decay_at <= 1 and decay_rate > 0")
+    if not cfg.arms:
+        raise ValueError("arms is empty: pass at least one arm")
+
+
+class Overridable(DictConfig):
+    """``with_overrides`` for the recipe configs."""
+
+    def with_overrides(self: _C, **kw: Any) -> _C:
+        """A copy with the given fields replaced (``None`` values are ignored; dict fields are merged)."""
+        data = self.to_dict()
+        for k, v in kw.items():
+            if v is None:
+                continue
+            if isinstance(data.get(k), dict) and isinstance(v, dict):
+                data[k] = {**data[k], **v}
+            else:
+                data[k] = v
+        return type(self).from_dict(data)
+
+
+@dataclass
+class RecipeConfig(Overridable):
+    """Everything the arms share. Fractions (``decay_at``) are of ``steps``.
+
+    Args:
+        model: ``resnet20`` or ``resnet56`` (akamaster pretrained CIFAR ResNets).
+        arms: arm names to run, in order.
+        seeds: training seeds (each arm x seed is one run; ``pretrained`` runs once).
+        steps, batch_size: optimizer steps per run and clean images per step (identical for every arm; AugMix adds
+            two augmented views of each image).
+        lr, momentum, weight_decay, decay_at, decay_rate: SGD; lr x ``decay_rate`` after ``decay_at * steps``.
+        train_subset: class-balanced subset of the training split (fixed, seed-independent); ``None``: all.
+        advbn: AdvBN settings (``AdvBNConfig`` keys); the paper's defaults after ``layer1``.
+        augmix: AugMix settings (``AugMixConfig`` keys); ``jsd_weight``: the paper's 12.
+        deepaugment: CAE/EDSR training (``epochs``, ``channels``, ``batch_size``, ``lr``) and generation
+            (``strength``, ``group_size``) on the training subset.
+        eval_images: test images corrupted for the CIFAR-10-C evaluation (fixed random subset of the JPEG test set).
+        corruptions, severities: the corruption grid (``"all"``: the 19 CIFAR-10-C corruptions).
+        clean_test_images: images of the JPEG test set for clean accuracy (``None``: all 10,000).
+        lossless_images: images of ``test_lossless`` (``None``: all 1,000) for the JPEG-vs-lossless gap.
+        checkpoint_interval: steps between resumable checkpoints.
+        extras: evaluation modes added to each run (``recipe.cifar10.eval_modes``): ``adv_route`` (AdvBN arms through
+            their adversarial BatchNorms), ``tta`` (test-time BatchNorm adaptation), ``stylized``
+            (Stylized-CIFAR-10; needs ``pip install 'advbn-aug[stylized]'``), ``decoded`` (test images decoded from
+            AdvBN-perturbed / AdaIN-swapped features at the AdvBN layer).
+        tta_images, tta_modes, tta_momentum: the adaptation modes compared with no adaptation, on the first
+            ``tta_images`` images of the corruption subset (all corruptions and severities).
+        stylized: ``StylizedConfig`` keys (images, strengths, seed, style pool).
+        decoded: the ``decoded`` mode's test sets (``advbn_aug.recipe.cifar10.decoded``): decoder ``epochs`` and
+            ``train_images``, AdvBN ``eps`` and ``steps`` of the attack, ``images`` (of the 1,000 lossless ones).
+    """
+
+    model: str = "resnet20"
+    arms: list[str] = field(default_factory=lambda: list(ARM_ORDER))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
+    steps: int = 782
+    batch_size: int = 64
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    decay_at: float = 0.5
+    decay_rate: float = 0.1
+    train_subset: int | None = None
+    advbn: dict[str, Any] = field(default_factory=lambda: {"layer": "layer1", "eps": 1.1, "step_size": 0.2,
+                                                           "steps": 6})
+    augmix: dict[str, Any] = field(default_factory=dict)
+    jsd_weight: float = 12.0
+    deepaugment: dict[str, Any] = field(default_factory=lambda: {
+        "nets": ["cae", "edsr"], "epochs": 5, "channels": 32, "batch_size": 128, "lr": 1e-3, "strength": 1.0,
+        "group_size": 8})
+    eval_images: int = 2000
+    corruptions: str | list[str] = "all"
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    clean_test_images: int | None = None
+    lossless_images: int | None = None
+    eval_batch_size: int = 100
+    checkpoint_interval: int = 25
+    extras: list[str] = field(default_factory=lambda: ["adv_route", "tta", "stylized", "decoded"])
+    tta_images: int = 250
+    tta_modes: list[str] = field(default_factory=lambda: ["full", "online"])
+    tta_momentum: float = 0.1
+    stylized: dict[str, Any] = field(default_factory=lambda: {"images": 1000, "strengths": [0.5, 0.75, 1.0]})
+    decoded: dict[str, Any] = field(default_factory=lambda: {"epochs": 5, "train_images": 6000, "eps": 1.1,
+                                                             "steps": 6, "images": 1000})
+
+    def __post_init__(self) -> None:
+        if self.model not in ("resnet20", "resnet56"):
+            raise ValueError(f"model must be resnet20 or resnet56 (the pretrained CIFAR ResNets), got {self.model!r}")
+        check_shared(self, ("steps", "batch_size", "eval_images", "eval_batch_size", "checkpoint_interval"),
+                     ("train_subset", "clean_test_images", "lossless_images"))
+        prefix_names(self.advbn.get("layer", "layer1"))
+        known = ("adv_route", "tta", "stylized", "decoded")
+        bad = [e for e in self.extras if e not in known]
+        if bad:
+            raise ValueError(f"unknown evaluation mode(s) {bad} in extras: choose from {list(known)}")
+        if not isinstance(self.tta_images, int) or self.tta_images < 1:
+            raise ValueError(f"tta_images must be an integer >= 1, got {self.tta_images!r}")
+        bad = [m for m in self.tta_modes if m not in ("none", "full", "online")]
+        if bad:
+            raise ValueError(f"unknown tta_modes {bad}: choose from ['full', 'online']")
+        if not 0 < self.tta_momentum <= 1:
+            raise ValueError(f"tta_momentum must be in (0, 1], got {self.tta_momentum}")
+        if "stylized" in self.extras:
+            from advbn_aug.eval.stylized import StylizedConfig
+
+            StylizedConfig.from_dict(dict(self.stylized))  # bad keys/values fail here, not after training
+        self.seeds = [int(s) for s in self.seeds]
+        self.severities = [int(s) for s in self.severities]
+
+    def train_key(self) -> dict[str, Any]:
+        """The fields that change a trained model (a finished run is reused only if they match)."""
+        keys = ("model", "steps", "batch_size", "lr", "momentum", "weight_decay", "decay_at", "decay_rate",
+                "train_subset", "advbn", "augmix", "jsd_weight", "deepaugment")
+        return {k: getattr(self, k) for k in keys}
+
+    def eval_key(self) -> dict[str, Any]:
+        keys = ("eval_images", "corruptions", "severities", "clean_test_images", "lossless_images")
+        return {k: getattr(self, k) for k in keys}
+
+
+def digest(obj: Any, n: int = 12) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+# the paper's fine-tuning settings (lr 0.001, x0.1 at half, momentum 0.9, wd 1e-4) over one pass of the 50,000
+# training images (782 x 64), 5 seeds. The DeepAugment pair is left out: its CAE / EDSR networks are trained here on
+# CPU on CIFAR-10 (the paper's pretrained ones are not reachable), so it is not the paper's DeepAugment; run it with
+# ``--arms deepaugment_augmix deepaugment_augmix_advbn`` (recipes/cifar10/README.md)
+FULL = RecipeConfig(arms=[a for a in ARM_ORDER if not a.startswith("deepaugment")])
+# the first tables' CPU-sized setting, kept for comparison: lr 0.01, 100 steps from a 5,000-image subset, 3 seeds,
+# no extra evaluation modes (its first runs were made before they existed)
+SHORT = RecipeConfig(arms=["pretrained", "standard", "advbn", "augmix", "augmix_advbn", "mixstyle", "dsu",
+                           "deepaugment_augmix", "deepaugment_augmix_advbn"],
+                     seeds=[0, 1, 2], steps=100, lr=0.01, train_subset=5000, extras=[])
+TINY = RecipeConfig(
+    seeds=[0, 1], steps=3, batch_size=16, train_subset=96, checkpoint_interval=2,
+    deepaugment={"nets": ["cae", "edsr"], "epochs": 1, "channels": 8, "batch_size": 32, "lr": 1e-3,
+                 "strength": 1.0, "group_size": 8},
+    eval_images=100, corruptions=["gaussian_noise", "defocus_blur", "fog", "contrast", "jpeg_compression"],
+    severities=[1, 5], clean_test_images=500, lossless_images=200, eval_batch_size=100,
+    tta_images=20, stylized={"images": 20, "strengths": [0.5, 1.0]},
+    decoded={"epochs": 1, "train_images": 128, "eps": 1.1, "steps": 2, "images": 50},
+)
+
+# the recipe table on one GPU (``--preset gpu``, recipes/cifar10/README.md): FULL's training and evaluation settings
+# (the same train and eval keys, so the same recipe and the same test sets) for the main arms, 10 seeds, no extra
+# evaluation modes; run by GPU_WORKERS processes sharing the GPU and one runs folder. Its table has folders of its own
+# (recipes/cifar10/results_gpu, runs/cifar10-gpu) and is never mixed with the CPU table.
+GPU = RecipeConfig(arms=["standard", "advbn", "augmix", "augmix_advbn", "dsu", "mixstyle"], seeds=list(range(10)),
+                   extras=[])
+GPU_WORKERS = 8
+
+
+PRESETS: dict[str, RecipeConfig] = {"full": FULL, "short": SHORT, "tiny": TINY, "gpu": GPU}
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(RecipeConfig)]
