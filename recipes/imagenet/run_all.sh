@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper's ImageNet recipe (Shu et al., NeurIPS 2021) and its AugMix / DeepAugment combinations, with the
-# self-contained timm trainer (integrations/timm_trainer.py). Run from the repository root. Needs ImageNet as an
+# self-contained timm trainer (integrations/timm/trainer.py). Run from the repository root. Needs ImageNet as an
 # ImageFolder ($DATA/train/<wnid>/*.JPEG, $DATA/validation/<wnid>/*.JPEG) and GPUs.
 #
 #   DATA=/data/imagenet OUT=runs/imagenet NGPU=8 bash recipes/imagenet/run_all.sh [arm ...]
@@ -17,7 +17,7 @@ DA_CKPT=${DA_CKPT:-checkpoints/deepaugment_and_augmix.pth.tar}   # Hendrycks et 
 ARMS=("$@")
 [ ${#ARMS[@]} -eq 0 ] && ARMS=(advbn augmix_ft augmix_advbn deepaugment_augmix_ft deepaugment_augmix_advbn standard_ft)
 
-launch() { torchrun --nproc_per_node "$NGPU" -m integrations.timm_trainer "$@"; }
+launch() { torchrun --nproc_per_node "$NGPU" -m advbn_aug.integrations.timm.trainer "$@"; }
 
 # the paper's schedule and optimiser, shared by every arm (timm flag names)
 COMMON=(--data-dir "$DATA" --model resnet50.tv_in1k --epochs 20 --opt sgd --lr 0.001 --momentum 0.9 --weight-decay 1e-4
