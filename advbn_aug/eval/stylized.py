@@ -19,6 +19,8 @@ style vector comes from the content image at its own resolution, prepared like a
 
 Generated sets are cached as ``<cache>/stylized-s<strength>-<key>.npz`` (default cache: :func:`default_cache_dir`),
 ``key`` hashing the strength, seed, style pool, network weights, resampling and a fingerprint of the content images.
+The key hashes the *inputs*: another machine can render them to other pixels, so an evaluation records the sha256 of
+the pixels it saw (:mod:`advbn_aug.eval.fingerprint`) and checks them against pinned hashes when given.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 
 from advbn_aug.config import DictConfig
 from advbn_aug.eval.datasets import default_cache_dir, images_fingerprint
+from advbn_aug.eval.fingerprint import array_sha256, mismatch_text, parts_sha256, pin_mismatches
 from advbn_aug.eval.style_network import INSTALL_HINT, OnnxStyleNetwork, StyleNetwork, open_network
 
 if TYPE_CHECKING:
@@ -293,7 +296,11 @@ def _generate(images: np.ndarray, style_index: np.ndarray, pool: list[np.ndarray
 @dataclass
 class StylizedResult:
     """Accuracy on a stylised subset: ``accuracy[strength]`` and ``clean_accuracy`` (the same images unstylised)
-    in [0, 1]; ``generation_seconds`` is the time spent running the network (0 when every set was cached)."""
+    in [0, 1]; ``generation_seconds`` is the time spent running the network (0 when every set was cached).
+
+    ``sha256[strength]``: :func:`~advbn_aug.eval.fingerprint.array_sha256` of the stylised images evaluated;
+    ``set_sha256``: :func:`~advbn_aug.eval.fingerprint.parts_sha256` of them (keys ``f"{s:g}"``), the set's
+    identity; ``expected_sha256``: the pinned hashes it was checked against (``None``: not checked)."""
 
     name: str
     num_images: int
@@ -303,17 +310,33 @@ class StylizedResult:
     cache_hits: int = 0
     generation_seconds: float = 0.0
     seconds: float = 0.0
+    sha256: dict[float, str] = field(default_factory=dict)
+    set_sha256: str = ""
+    expected_sha256: dict[float, str] | None = None
+
+    def mismatch_warning(self) -> str | None:
+        """A warning naming both hashes of each strength whose images differ from its pin; ``None`` when none does."""
+        bad = pin_mismatches(_by_name(self.sha256), _by_name(self.expected_sha256 or {}))
+        return mismatch_text("the Stylized-CIFAR-10 set", bad, "strength") if bad else None
+
+    @property
+    def matches_expected(self) -> bool | None:
+        """Whether every pinned strength was generated as pinned; ``None`` when no evaluated strength is pinned."""
+        return None if not set(self.sha256) & set(self.expected_sha256 or {}) else self.mismatch_warning() is None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (strength keys become strings in JSON)."""
-        return {**self.__dict__, "accuracy": {f"{s:g}": a for s, a in self.accuracy.items()}}
+        expected = None if self.expected_sha256 is None else _by_name(self.expected_sha256)
+        return {**self.__dict__, "accuracy": _by_name(self.accuracy), "sha256": _by_name(self.sha256),
+                "expected_sha256": expected, "matches_expected": self.matches_expected}
 
     def to_markdown(self) -> str:
         """A Markdown section: accuracy (%) on the clean subset and at each style strength."""
         c = self.config
         lines = [f"## Stylized-CIFAR-10: {self.name}", "",
                  f"- images: {self.num_images} (class-balanced test subset, seed {c['seed']}); style pool: PACS "
-                 f"{c['style_domain']}; cached sets: {self.cache_hits}/{len(self.accuracy)}", "",
+                 f"{c['style_domain']}; cached sets: {self.cache_hits}/{len(self.accuracy)}; set sha256 "
+                 f"`{self.set_sha256}`" + ("" if (w := self.mismatch_warning()) is None else f"\n- **{w}**"), "",
                  "| set | accuracy | drop vs clean |", "|---|---|---|",
                  f"| clean subset | {100 * self.clean_accuracy:.2f} | – |"]
         for s, a in self.accuracy.items():
@@ -334,10 +357,12 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
                       *, mean: Sequence[float], std: Sequence[float], batch_size: int = 256, device: str | None = None,
                       amp: bool = True, tta: str = "none", tta_momentum: float = 0.1, name: str = "model",
                       network: StyleNetwork | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
-                      progress: bool = False) -> StylizedResult:
+                      progress: bool = False, expected_sha256: dict[Any, str] | None = None) -> StylizedResult:
     """Accuracy of ``model`` on the clean and stylised ``config.images``-subset of ``images`` uint8 ``(N, H, W, 3)``
     (:func:`balanced_subset`, :func:`stylized_sets`), predicted like :func:`advbn_aug.eval.evaluate_corruptions`
-    (inputs to [0, 1], then ``(x - mean) / std``; ``tta`` as ``EvalConfig.tta``)."""
+    (inputs to [0, 1], then ``(x - mean) / std``; ``tta`` as ``EvalConfig.tta``). ``expected_sha256``: pinned
+    sha256 per strength (keys ``0.5`` or ``"0.5"``), recorded with the result (``StylizedResult.matches_expected``,
+    ``mismatch_warning()``); the accuracies are computed either way."""
     from advbn_aug.eval.bn_adapt import adapted_predict
     from advbn_aug.eval.evaluate import _resolve_device, predict, prepare_batch
     from advbn_aug.eval.metrics import accuracy
@@ -354,6 +379,7 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
                          network=network, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     hits = sum(s.cache_hit for s in sets.values())
     gen_seconds = 0.0 if hits == len(sets) else time.perf_counter() - gen_start
+    sha = {s: array_sha256(v.images) for s, v in sets.items()}  # the set's identity: its pixels, not the cache key
     dev = _resolve_device(device)
     run = dict(batch_size=batch_size, device=dev, mean=mean, std=std, amp=amp)
 
@@ -369,5 +395,11 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
     return StylizedResult(
         name=name, num_images=len(x), clean_accuracy=acc(x), accuracy={s: acc(v.images) for s, v in sets.items()},
         config=cfg.to_dict(), cache_hits=int(hits), generation_seconds=round(gen_seconds, 3),
-        seconds=round(time.perf_counter() - start, 3),
+        seconds=round(time.perf_counter() - start, 3), sha256=sha, set_sha256=parts_sha256(_by_name(sha)),
+        expected_sha256=None if expected_sha256 is None else {float(k): v for k, v in expected_sha256.items()},
     )
+
+
+def _by_name(per_strength: dict[float, Any]) -> dict[str, Any]:
+    """Strength keys as in JSON: ``{0.5: v, 1.0: w}`` -> ``{"0.5": v, "1": w}``."""
+    return {f"{s:g}": v for s, v in per_strength.items()}

@@ -298,6 +298,51 @@ def test_evaluate_stylized_accuracies(tmp_path):
     assert again.cache_hits == 2 and again.generation_seconds == 0.0 and again.accuracy == r.accuracy
 
 
+def test_evaluate_stylized_records_the_sets_sha256_and_checks_a_pin(tmp_path):
+    """The set's identity is the sha256 of the pixels evaluated (the cache key hashes only the inputs), recorded per
+    strength and for the whole set; a pinned hash that differs is reported with both hashes, accuracies unchanged."""
+    import hashlib
+
+    from advbn_aug.eval.fingerprint import array_sha256, parts_sha256
+
+    x, y = _content(10)
+    y = (x[:, 0, 0, 0] < 128).astype(np.int64)
+    pacs = _write_art_paintings(tmp_path / "pacs", colours=[(0, 0, 0)])
+    cfg = StylizedConfig(strengths=(0.5, 1.0), images=10, style_dir=str(pacs))
+    kw = dict(mean=(0.5,) * 3, std=(0.5,) * 3, device="cpu", network=StandIn(), cache_dir=tmp_path / "cache")
+    r = evaluate_stylized(_Brightness(), x, y, cfg, **kw)
+    cached = {}
+    for path in (tmp_path / "cache").iterdir():
+        with np.load(path) as z:
+            cached[path.name.split("-")[1][1:]] = hashlib.sha256(z["x"].tobytes()).hexdigest()
+    assert r.sha256 == {0.5: cached["0.5"], 1.0: cached["1"]} and cached["0.5"] != cached["1"]
+    assert r.set_sha256 == parts_sha256({"0.5": cached["0.5"], "1": cached["1"]})
+    assert r.expected_sha256 is None and r.matches_expected is None and r.mismatch_warning() is None
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["sha256"] == {"0.5": cached["0.5"], "1": cached["1"]} and d["set_sha256"] == r.set_sha256
+    assert d["expected_sha256"] is None and d["matches_expected"] is None
+    assert f"set sha256 `{r.set_sha256}`" in r.to_markdown()
+    # pinned as generated (string or float keys): matches
+    same = evaluate_stylized(_Brightness(), x, y, cfg, expected_sha256={"0.5": cached["0.5"], 1.0: cached["1"]}, **kw)
+    assert same.cache_hits == 2 and same.matches_expected is True and same.mismatch_warning() is None
+    assert same.set_sha256 == r.set_sha256 and same.accuracy == r.accuracy
+    # another pin at strength 1 (0.5 unpinned): evaluated all the same, recorded and worded with both hashes
+    other = "0" * 64
+    bad = evaluate_stylized(_Brightness(), x, y, cfg, expected_sha256={"1": other}, **kw)
+    assert bad.accuracy == r.accuracy and bad.matches_expected is False
+    warning = bad.mismatch_warning()
+    assert warning is not None and f"strength 1: generated {cached['1']}, pinned {other}" in warning
+    assert "0.5" not in warning
+    d = bad.to_dict()
+    assert d["matches_expected"] is False and d["expected_sha256"] == {"1": other}
+    assert warning in bad.to_markdown()
+    # a pin of a strength not evaluated checks nothing
+    assert evaluate_stylized(_Brightness(), x, y, cfg, expected_sha256={"0.75": other}, **kw).matches_expected is None
+    assert array_sha256(np.zeros((2, 2, 2, 3), np.uint8)) == hashlib.sha256(bytes(24)).hexdigest()
+    with pytest.raises(ValueError, match="uint8"):
+        array_sha256(np.zeros((2, 2, 2, 3), np.float32))
+
+
 def test_cli_eval_stylized(tmp_path, capsys, monkeypatch):
     from advbn_aug.models.cifar_resnet import cifar_resnet
 

@@ -208,6 +208,10 @@ class RecipeConfig(Overridable):
         tta_images, tta_modes, tta_momentum: the adaptation modes compared with no adaptation, on the first
             ``tta_images`` images of the corruption subset (all corruptions and severities).
         stylized: ``StylizedConfig`` keys (images, strengths, seed, style pool).
+        stylized_sha256: the expected Stylized-CIFAR-10 set, sha256 of its images per strength (``{"0.5": hex}``;
+            ``None``: unchecked). A set generated otherwise (another machine renders other pixels) is still
+            evaluated, with a warning naming both hashes and ``matches_expected: false`` in its result; every
+            result records its set's sha256, and the table compares Stylized numbers only within one set.
         decoded: the ``decoded`` mode's test sets (``advbn_aug.recipe.cifar10.decoded``): decoder ``epochs`` and
             ``train_images``, AdvBN ``eps`` and ``steps`` of the attack, ``images`` (of the 1,000 lossless ones).
     """
@@ -242,6 +246,7 @@ class RecipeConfig(Overridable):
     tta_modes: list[str] = field(default_factory=lambda: ["full", "online"])
     tta_momentum: float = 0.1
     stylized: dict[str, Any] = field(default_factory=lambda: {"images": 1000, "strengths": [0.5, 0.75, 1.0]})
+    stylized_sha256: dict[str, str] | None = None
     decoded: dict[str, Any] = field(default_factory=lambda: {"epochs": 5, "train_images": 6000, "eps": 1.1,
                                                              "steps": 6, "images": 1000})
 
@@ -266,6 +271,8 @@ class RecipeConfig(Overridable):
             from advbn_aug.eval.stylized import StylizedConfig
 
             StylizedConfig.from_dict(dict(self.stylized))  # bad keys/values fail here, not after training
+        if self.stylized_sha256 is not None:
+            self.stylized_sha256 = _check_pin(self.stylized_sha256)
         self.seeds = [int(s) for s in self.seeds]
         self.severities = [int(s) for s in self.severities]
 
@@ -280,6 +287,16 @@ class RecipeConfig(Overridable):
         return {k: getattr(self, k) for k in keys}
 
 
+def _check_pin(pin: dict[Any, Any]) -> dict[str, str]:
+    """``stylized_sha256`` with strength keys as in results (``"0.5"``, ``"1"``; YAML may read them as numbers)."""
+    out = {}
+    for k, v in dict(pin).items():
+        if not isinstance(v, str) or len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise ValueError(f"stylized_sha256[{k!r}] must be a sha256 (64 lowercase hex digits), got {v!r}")
+        out[f"{float(k):g}"] = v
+    return out
+
+
 def digest(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
@@ -288,7 +305,12 @@ def digest(obj: Any, n: int = 12) -> str:
 # training images (782 x 64), 5 seeds. The DeepAugment pair is left out: its CAE / EDSR networks are trained here on
 # CPU on CIFAR-10 (the paper's pretrained ones are not reachable), so it is not the paper's DeepAugment; run it with
 # ``--arms deepaugment_augmix deepaugment_augmix_advbn`` (recipes/cifar10/README.md)
-FULL = RecipeConfig(arms=[a for a in ARM_ORDER if not a.startswith("deepaugment")])
+# Its Stylized-CIFAR-10 set is pinned to the one generated on 2026-12-07; the committed runs evaluated before sets were
+# recorded saw an earlier one, which differs (the table compares within one set: recipe.cifar10.stylized_sets)
+FULL = RecipeConfig(arms=[a for a in ARM_ORDER if not a.startswith("deepaugment")], stylized_sha256={
+    "0.5": "b61d0a5612eb4460e323d3041bc227e5f2dd0d41a1c12a3988a7dc8dcf44a8e6",
+    "0.75": "65b9174a92d925e732b1da4fe64c088e026a447d5bcf25f62eef1a870f905a9b",
+    "1": "6dbdf5ef3019936d69a66f6dcd520b0ba3715197b192846bdc00b632ebf6256c"})
 # the first tables' CPU-sized setting, kept for comparison: lr 0.01, 100 steps from a 5,000-image subset, 3 seeds,
 # no extra evaluation modes (its first runs were made before they existed)
 SHORT = RecipeConfig(arms=["pretrained", "standard", "advbn", "augmix", "augmix_advbn", "mixstyle", "dsu",

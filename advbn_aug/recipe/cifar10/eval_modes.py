@@ -14,7 +14,9 @@ machine) keeps its missing modes; the table lists them.
   adaptation, with statistics re-estimated per set (``full``) and with online momentum updates (``online``),
   through the clean route.
 - ``stylized``: accuracy on Stylized-CIFAR-10 (:mod:`advbn_aug.eval.stylized`) at each strength, per TTA mode,
-  through the clean route and (AdvBN arms) the adversarial one.
+  through the clean route and (AdvBN arms) the adversarial one; with the sha256 of the set's images per strength
+  (``sha256``) and of the whole set (``set_sha256``, its identity in the table), and, when the config pins the set
+  (``stylized_sha256``), the pin and ``matches_expected`` (a differing set is logged as a warning naming both).
 - ``decoded``: accuracy on the test images decoded from AdvBN-perturbed and AdaIN-swapped features, and on plain
   reconstructions (:mod:`advbn_aug.recipe.cifar10.decoded`), through both routes.
 """
@@ -154,11 +156,19 @@ def _stylized(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData,
         for mode in modes:
             res = evaluate_stylized(model, data.test_x, data.test_y, scfg, batch_size=cfg.eval_batch_size,
                                     device=str(device), amp=amp, tta=mode, tta_momentum=cfg.tta_momentum,
-                                    name=f"{name} {route} {mode}", network=network, cache_dir=cache_dir, **_norm(cfg))
+                                    name=f"{name} {route} {mode}", network=network, cache_dir=cache_dir,
+                                    expected_sha256=cfg.stylized_sha256, **_norm(cfg))
             out.setdefault(route, {})[mode] = {"clean_acc": res.clean_accuracy,
                                                "accuracy": {f"{s:g}": a for s, a in res.accuracy.items()},
                                                "mean": float(np.mean(list(res.accuracy.values())))}
             out["images"] = res.num_images
+    identity = res.to_dict()  # every call above evaluated the same generated set
+    out.update(sha256=identity["sha256"], set_sha256=identity["set_sha256"])
+    if cfg.stylized_sha256 is not None:
+        out.update(expected_sha256=identity["expected_sha256"], matches_expected=identity["matches_expected"])
+        if (warning := res.mismatch_warning()) is not None:
+            log.warning("%s: %s; recorded with matches_expected: false, and the table compares it only with runs "
+                        "on the same set", name, warning)
     return out
 
 

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from advbn_aug.recipe.cifar10.config import ArmConfig, RecipeConfig, prefix_names
+from advbn_aug.recipe.cifar10.stylized_sets import modes_and_evidence, set_lines
 from advbn_aug.recipe.core.evidence import (
     METRICS,
     Metrics,
-    arm_metrics,
     confidence_interval,
-    evidence_matrix,
     format_evidence,
 )
 from advbn_aug.recipe.core.evidence import interval_text as _interval_text
@@ -55,10 +54,11 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
         table[a] = row
     checks = _hypotheses(table, by_arm)
     missing = missing_runs(results, jobs)
+    # Stylized numbers only within one generated set (recipe.cifar10.stylized_sets)
+    modes, evidence, stylized_sets = modes_and_evidence({a: by_arm[a] for a in order}, _HYPOTHESES)
     doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks, "missing": missing,
            **({"devices": devices} if (devices := run_devices(results)) else {}),
-           "modes": arm_metrics({a: by_arm[a] for a in order}),
-           "evidence": evidence_matrix(by_arm, _HYPOTHESES),
+           "modes": modes, "evidence": evidence, "stylized_sets": stylized_sets,
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
     write_table_files(output, doc, format_table(doc, commands), by_arm, order, plot_table, _HYPOTHESES,
@@ -275,6 +275,8 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
     evidence = format_evidence(doc, _HYPOTHESES)
     if evidence:
         lines += [""] + evidence
+    if sets := set_lines(doc.get("stylized_sets"), _HYPOTHESES):
+        lines += [""] + sets
     missing = doc.get("missing", [])
     lines += ["", f"Runs still missing ({len(missing)}): " + (", ".join(missing) if missing else "none") + "."]
     corr = sorted({c for row in arms.values() for c in row["per_corruption"]})

@@ -67,7 +67,9 @@ def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter
     # the adversarial route is another model: its accuracies are its own, not a copy of the clean route's
     route = adv["extras"]["adv_route"]
     assert 0 <= route["mca"] <= 1 and set(route["per_corruption"]) == {"contrast"}
-    assert set(adv["extras"]["stylized"]) == {"clean", "adv", "images", "key", "seconds", "code"}
+    assert set(adv["extras"]["stylized"]) == {"clean", "adv", "images", "key", "seconds", "code", "sha256",
+                                              "set_sha256"}  # no pin in this config: no expected_sha256
+    assert adv["extras"]["stylized"]["set_sha256"] == std["extras"]["stylized"]["set_sha256"]  # one set, both runs
     # each mode records the commit of the code that computed it (it may be newer than the run's own)
     assert all(e["code"] == code_version() for e in adv["extras"].values())
     assert "adv" not in std["extras"]["stylized"]
@@ -88,6 +90,64 @@ def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter
     # a third call finds nothing missing and evaluates nothing
     monkeypatch.setattr(runner, "evaluate_extras", boom)
     run_recipe(cfg2, output=out, runs_dir=runs, progress=False, cache_dir=str(tmp_path / "c"))
+
+
+def test_stylized_records_the_set_and_warns_when_it_differs_from_the_pin(tmp_path, painter, monkeypatch, caplog):
+    """Every Stylized entry records the sha256 of the set it saw; with the config's pin (``stylized_sha256``), a set
+    generated otherwise is evaluated all the same, logged with both hashes and recorded as not matching."""
+    import logging
+    from types import SimpleNamespace
+
+    import torch
+
+    import advbn_aug.eval.stylized as stylized
+    from advbn_aug.eval.fingerprint import parts_sha256
+    from advbn_aug.models.cifar_resnet import cifar_resnet
+    from advbn_aug.recipe.cifar10.eval_modes import _stylized, extra_key
+
+    colours = [(200, 30, 30), (30, 200, 30)]
+    monkeypatch.setattr(stylized, "load_style_pool", lambda root=None, domain="art_painting": [
+        np.full((20, 20, 3), c, np.uint8) for c in colours])
+    rng = np.random.default_rng(0)
+    data = SimpleNamespace(test_x=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), test_y=np.arange(20) % 10)
+    torch.manual_seed(0)
+    models = {"clean": cifar_resnet(20).eval()}
+    base = toy_config(extras=["stylized"], stylized={"images": 10, "strengths": [0.5, 1.0]}, tta_modes=[])
+
+    def run(cfg):
+        return _stylized(cfg, models, data, torch.device("cpu"), False, "standard/seed0", str(tmp_path / "c"))
+
+    plain = run(base)
+    assert set(plain["sha256"]) == {"0.5", "1"} and plain["set_sha256"] == parts_sha256(plain["sha256"])
+    assert "expected_sha256" not in plain and "matches_expected" not in plain
+    wrong = "0" * 64
+    pinned = base.with_overrides(stylized_sha256={"0.5": wrong, "1": plain["sha256"]["1"]})
+    assert extra_key(pinned, "stylized") == extra_key(base, "stylized")  # a pin does not re-evaluate finished runs
+    with caplog.at_level(logging.WARNING, logger="advbn_aug.recipe"):
+        bad = run(pinned)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        caplog.clear()
+        good = run(base.with_overrides(stylized_sha256=plain["sha256"]))
+        assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert bad["matches_expected"] is False and bad["expected_sha256"] == pinned.stylized_sha256
+    assert bad["clean"] == plain["clean"] and bad["set_sha256"] == plain["set_sha256"]  # the same numbers
+    assert len(warnings) == 1 and "standard/seed0" in warnings[0]
+    assert f"strength 0.5: generated {plain['sha256']['0.5']}, pinned {wrong}" in warnings[0]
+    assert good["matches_expected"] is True and good["expected_sha256"] == plain["sha256"]
+
+
+def test_stylized_pin_is_checked_and_its_keys_read_as_in_results():
+    from advbn_aug.recipe.cifar10.config import FULL, RecipeConfig
+
+    h = "ab" * 32
+    cfg = toy_config(stylized_sha256={0.5: h, 1.0: h})  # YAML reads unquoted keys as numbers
+    assert cfg.stylized_sha256 == {"0.5": h, "1": h}
+    assert RecipeConfig.from_dict(cfg.to_dict()) == cfg
+    for bad in ("AB" * 32, "ab" * 31, 5):
+        with pytest.raises(ValueError, match="stylized_sha256"):
+            toy_config(stylized_sha256={"1": bad})
+    # the full recipe pins the three strengths it evaluates
+    assert set(FULL.stylized_sha256) == {f"{s:g}" for s in FULL.stylized["strengths"]}
 
 
 def test_missing_extras_and_keys():
