@@ -338,8 +338,9 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
     """Accuracy of ``model`` on the clean and stylised ``config.images``-subset of ``images`` uint8 ``(N, H, W, 3)``
     (:func:`balanced_subset`, :func:`stylized_sets`), predicted like :func:`advbn_aug.eval.evaluate_corruptions`
     (inputs to [0, 1], then ``(x - mean) / std``; ``tta`` as ``EvalConfig.tta``)."""
+    from advbn_aug.device import resolve_device
     from advbn_aug.eval.bn_adapt import adapted_predict
-    from advbn_aug.eval.evaluate import _resolve_device, predict, prepare_batch
+    from advbn_aug.eval.evaluate import predict, prepare_batch
     from advbn_aug.eval.metrics import accuracy
 
     cfg = config or StylizedConfig()
@@ -354,7 +355,7 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
                          network=network, cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     hits = sum(s.cache_hit for s in sets.values())
     gen_seconds = 0.0 if hits == len(sets) else time.perf_counter() - gen_start
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     run = dict(batch_size=batch_size, device=dev, mean=mean, std=std, amp=amp)
 
     def batches(imgs: np.ndarray) -> Any:

@@ -46,8 +46,8 @@ except ImportError:  # pragma: no cover - timm < 1.0.23
 from advbn_aug.integrations.timm.task import (
     AdvBNSettings,
     AdvBNTask,
-    _adversarial_criterion,
     add_advbn_args,
+    adversarial_criterion,
     check_timm_args,
     export_plain_checkpoint,
     has_task_api,
@@ -144,7 +144,7 @@ class _Legacy:
                 return loss
             splits = output.shape[0] // target.shape[0]
             adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
-            return loss + self.settings.weight * adv.adversarial_loss(adv_target, _adversarial_criterion(loss_fn))
+            return loss + self.settings.weight * adv.adversarial_loss(adv_target, adversarial_criterion(loss_fn))
 
         return adv_loss_fn
 
