@@ -43,17 +43,14 @@ try:
 except ImportError:  # pragma: no cover - timm < 1.0.23
     TrainingTask = ()  # type: ignore[misc,assignment]
 
-from advbn_aug.integrations.timm.task import (
+from advbn_aug.integrations.timm.settings import (
     AdvBNSettings,
-    AdvBNTask,
     add_advbn_args,
-    adversarial_criterion,
     check_timm_args,
-    export_plain_checkpoint,
-    has_task_api,
     settings_from_args,
     timm_version,
 )
+from advbn_aug.integrations.timm.task import AdvBNTask, adversarial_criterion, export_plain_checkpoint, has_task_api
 
 __all__ = ["load_train_module", "patch_train_module", "main", "run_argv"]
 
