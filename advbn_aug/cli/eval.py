@@ -122,8 +122,9 @@ def _clean_only(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from advbn_aug.datasets.cifar10 import load_cifar10
+    from advbn_aug.device import resolve_device
     from advbn_aug.eval.bn_adapt import adapted_predict
-    from advbn_aug.eval.evaluate import _batches, _resolve_device, predict, prepare_batch
+    from advbn_aug.eval.evaluate import iter_batches, predict, prepare_batch
 
     if args.dataset != "cifar10":
         print("advbn-aug eval: error: --corruptions none evaluates a CIFAR-10-format split (--data-dir/--split); "
@@ -135,14 +136,15 @@ def _clean_only(args: argparse.Namespace) -> int:
         print(f"advbn-aug eval: error: {err}", file=sys.stderr)
         return 2
     x, y = x[:args.num_images], y[:args.num_images]
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     out: dict[str, float] = {}
     try:
         for route, tta, model, mean, std, name, _ in _evaluations(args):
             model.to(device)
             run_kw = dict(batch_size=args.batch_size, device=device, mean=mean, std=std, amp=not args.no_amp)
             preds = adapted_predict(predict, lambda xb, m=mean, s=std: prepare_batch(xb, device, m, s), model, x,
-                                    lambda imgs: _batches(imgs, args.batch_size), tta, args.tta_momentum, **run_kw)[0]
+                                    lambda imgs: iter_batches(imgs, args.batch_size), tta, args.tta_momentum,
+                                    **run_kw)[0]
             key = f"bn_{route}/tta_{tta}"
             out[key] = float((preds == y).mean())
             print(f"{name}: clean accuracy on {args.split} ({len(y)} images): {100 * out[key]:.2f}%")

@@ -12,11 +12,10 @@ Three sources of corrupted images (``EvalConfig.source``):
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from advbn_aug.config import DictConfig
+from advbn_aug.device import resolve_device
 from advbn_aug.eval.bn_adapt import TTA_MODES, adapted_predict
 from advbn_aug.eval.checkpoint import CheckpointError, read_state_dict
 from advbn_aug.eval.corruptions import (
@@ -36,9 +36,12 @@ from advbn_aug.eval.corruptions import (
 )
 from advbn_aug.eval.datasets import ImageNetCFolder, corrupted_set, images_fingerprint, load_cifar10c
 from advbn_aug.eval.metrics import Baseline, accuracy, load_baseline, summarize
+from advbn_aug.eval.report import write_report
+from advbn_aug.eval.results import EvalResult
 from advbn_aug.feature.dual_norm import Route
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate_corruptions", "load_model", "predict", "prepare_batch", "SOURCES"]
+__all__ = ["EvalConfig", "EvalResult", "evaluate_corruptions", "load_model", "predict", "prepare_batch", "iter_batches",
+           "SOURCES"]
 
 SOURCES = ("generate", "cifar10-c", "imagenet-c")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -103,37 +106,6 @@ class EvalConfig(DictConfig):
             raise ValueError(f"mean and std need 3 values (RGB), got {self.mean} and {self.std}")
 
 
-@dataclass
-class EvalResult:
-    """Accuracies of one evaluation. ``accuracy[corruption][severity]`` in [0, 1]; ``summary`` from
-    :func:`advbn_aug.eval.metrics.summarize`; ``cache_hits`` counts generated sets read from the cache."""
-
-    name: str
-    clean_accuracy: float | None
-    accuracy: dict[str, dict[int, float]]
-    summary: dict[str, Any]
-    config: dict[str, Any]
-    num_images: int
-    cache_hits: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (severity keys become strings in JSON; :meth:`from_dict` turns them back)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EvalResult:
-        data = dict(data)
-        data["accuracy"] = {c: {int(s): float(a) for s, a in per.items()} for c, per in data["accuracy"].items()}
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> EvalResult:
-        """Read a ``results.json`` written by :func:`advbn_aug.eval.report.write_report`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-
 def _load_state(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: str | Path | None, name: str,
                 num_classes: int) -> None:
     """``model.load_state_dict(state, strict=True)``; a mismatch raises :class:`CheckpointError` naming the file."""
@@ -194,16 +166,10 @@ def load_model(name: str, checkpoint: str | Path | None = None, num_classes: int
     return model, tuple(cfg.get("mean", _IMAGENET_MEAN)), tuple(cfg.get("std", _IMAGENET_STD))
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available: pass --device cpu")
-    return dev
-
-
-def _batches(source: np.ndarray | torch.utils.data.DataLoader, batch_size: int) -> Iterable[tuple[Any, Any]]:
+def iter_batches(source: np.ndarray | torch.utils.data.DataLoader, batch_size: int) -> Iterable[tuple[Any, Any]]:
+    """``(images, labels)`` batches of ``source``: an array ``(N, H, W, 3)`` is cut into ``(batch_size, H, W, 3)``
+    slices with labels ``None``; a loader's own batches pass through (its ``batch_size`` applies). The batch source
+    that :func:`predict` and :func:`advbn_aug.eval.bn_adapt.adapted_predict` read."""
     if isinstance(source, np.ndarray):
         for i in range(0, len(source), batch_size):
             yield source[i:i + batch_size], None
@@ -227,10 +193,10 @@ def predict(model: nn.Module, images: np.ndarray | torch.utils.data.DataLoader, 
     """Predicted classes ``(N,)`` for uint8 images ``(N, H, W, 3)`` (or a loader of ``(images, labels)`` batches,
     whose labels come back second; ``None`` for arrays). Inputs go to [0, 1], then ``(x - mean) / std``; AMP
     autocast on CUDA when ``amp``."""
-    dev = device if isinstance(device, torch.device) else _resolve_device(device)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     model.eval().to(dev)
     preds, labels = [], []
-    for xb, yb in _batches(images, batch_size):
+    for xb, yb in iter_batches(images, batch_size):
         x = prepare_batch(xb, dev, mean, std)
         with torch.autocast(dev.type, enabled=amp and dev.type == "cuda"):
             logits = model(x)
@@ -281,7 +247,7 @@ def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, lab
     cfg = dataclasses.replace(config or EvalConfig(), **overrides)
     if cfg.source != "generate" and cfg.data_dir is None:
         raise ValueError(f"source {cfg.source!r} needs data_dir: pass --data-dir <folder of the benchmark files>")
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     baseline: Baseline | None = load_baseline(cfg.baseline) if cfg.baseline else None
     start = time.perf_counter()
     x_clean, y_clean, note = _clean_images(cfg, images, labels)
@@ -294,7 +260,7 @@ def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, lab
         """``predict`` under the configured test-time adaptation (each set adapts from the model's own state)."""
         model.to(device)
         return adapted_predict(predict, lambda xb: prepare_batch(xb, device, cfg.mean, cfg.std), model, images,
-                               lambda imgs: _batches(imgs, cfg.batch_size), cfg.tta, cfg.tta_momentum, **run)
+                               lambda imgs: iter_batches(imgs, cfg.batch_size), cfg.tta, cfg.tta_momentum, **run)
 
     from tqdm.auto import tqdm
 
@@ -335,7 +301,5 @@ def evaluate_corruptions(model: nn.Module, images: np.ndarray | None = None, lab
         seconds=round(time.perf_counter() - start, 3), notes=notes,
     )
     if cfg.output:
-        from advbn_aug.eval.report import write_report
-
         write_report(result, cfg.output, baseline)
     return result

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from advbn_aug._extras import require
 from advbn_aug.eval.metrics import Baseline
-
-if TYPE_CHECKING:
-    from advbn_aug.eval.evaluate import EvalResult
+from advbn_aug.eval.results import EvalResult
 
 __all__ = ["format_markdown", "plot_heatmap", "plot_baseline_bars", "write_report"]
 

@@ -363,8 +363,9 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
     (inputs to [0, 1], then ``(x - mean) / std``; ``tta`` as ``EvalConfig.tta``). ``expected_sha256``: pinned
     sha256 per strength (keys ``0.5`` or ``"0.5"``), recorded with the result (``StylizedResult.matches_expected``,
     ``mismatch_warning()``); the accuracies are computed either way."""
+    from advbn_aug.device import resolve_device
     from advbn_aug.eval.bn_adapt import adapted_predict
-    from advbn_aug.eval.evaluate import _resolve_device, predict, prepare_batch
+    from advbn_aug.eval.evaluate import predict, prepare_batch
     from advbn_aug.eval.metrics import accuracy
 
     cfg = config or StylizedConfig()
@@ -380,7 +381,7 @@ def evaluate_stylized(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
     hits = sum(s.cache_hit for s in sets.values())
     gen_seconds = 0.0 if hits == len(sets) else time.perf_counter() - gen_start
     sha = {s: array_sha256(v.images) for s, v in sets.items()}  # the set's identity: its pixels, not the cache key
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     run = dict(batch_size=batch_size, device=dev, mean=mean, std=std, amp=amp)
 
     def batches(imgs: np.ndarray) -> Any:

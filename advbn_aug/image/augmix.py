@@ -16,16 +16,17 @@ Two execution paths:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from advbn_aug.config import DictConfig
+from advbn_aug.image.augmix_ops import GEOMETRIC_OPS, MAX_SEVERITY, PIXEL_OPS, TRANSLATE_FRAC, affine_matrices, warp
+from advbn_aug.image.checks import check_image_batch
 
 __all__ = ["AUGMIX_OPS", "AUGMIX_ALL_OPS", "AugMixConfig", "AugMix", "AugMixViews", "AugMixBatch"]
 
@@ -40,8 +41,6 @@ _TIMM_NAMES = {
     "translate_y": "TranslateYRel", "color": "Color", "contrast": "Contrast", "brightness": "Brightness",
     "sharpness": "Sharpness",
 }
-_MAX_SEVERITY = 10  # levels are fractions of 10 (the paper's and timm's scale)
-_TRANSLATE_FRAC = 1.0 / 3.0  # the paper translates by up to IMAGE_SIZE / 3 pixels
 
 
 @dataclass
@@ -65,8 +64,8 @@ class AugMixConfig(DictConfig):
     ops: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.severity, bool) or not 1 <= self.severity <= _MAX_SEVERITY:
-            raise ValueError(f"AugMix severity must be in [1, {_MAX_SEVERITY}], got {self.severity} "
+        if isinstance(self.severity, bool) or not 1 <= self.severity <= MAX_SEVERITY:
+            raise ValueError(f"AugMix severity must be in [1, {MAX_SEVERITY}], got {self.severity} "
                              "(the paper uses 3)")
         if not isinstance(self.width, int) or self.width < 1:
             raise ValueError(f"AugMix width must be an integer >= 1 (number of chains; the paper uses 3), "
@@ -120,7 +119,7 @@ class AugMix:
         self.config = _config(config, kwargs)
         c = self.config
         hparams = {
-            "translate_pct": _TRANSLATE_FRAC,
+            "translate_pct": TRANSLATE_FRAC,
             "img_mean": (0, 0, 0),  # the paper's PIL calls fill with black
             "interpolation": Image.BILINEAR,
             "magnitude_std": float("inf"),  # uniform level in [0, severity], like the paper's sample_level
@@ -166,131 +165,7 @@ class AugMixViews:
         return (self.preprocess(img),) + tuple(self.preprocess(self.augmix(img)) for _ in range(self.num_views))
 
 
-# ====================================================================== batched tensor path
-_GEOMETRIC = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
-
-
-def _gray(x: torch.Tensor) -> torch.Tensor:
-    """ITU-R 601-2 luma (PIL's ``convert('L')``), ``(B, C, H, W) -> (B, 1, H, W)``."""
-    if x.shape[1] == 1:
-        return x
-    w = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-    return (x * w).sum(1, keepdim=True)
-
-
-def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (degenerate + factor.view(-1, 1, 1, 1) * (x - degenerate)).clamp(0.0, 1.0)
-
-
-def _to_levels(x: torch.Tensor) -> torch.Tensor:
-    return (x * 255.0).round().clamp(0, 255).long()
-
-
-def _autocontrast(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    lo = x.amin(dim=(2, 3), keepdim=True)
-    hi = x.amax(dim=(2, 3), keepdim=True)
-    span = hi - lo
-    return torch.where(span > 0, (x - lo) / span.clamp_min(1e-12), x)
-
-
-def _equalize(x: torch.Tensor, _: torch.Tensor) -> torch.Tensor:
-    """PIL ``ImageOps.equalize`` semantics, per channel, batched with one scatter."""
-    b, c, h, w = x.shape
-    v = _to_levels(x).view(b * c, h * w)
-    hist = torch.zeros(b * c, 256, device=x.device, dtype=torch.long).scatter_add_(1, v, torch.ones_like(v))
-    bins = torch.arange(256, device=x.device)
-    last = torch.where(hist > 0, bins, torch.zeros_like(bins)).amax(1, keepdim=True)
-    step = (h * w - hist.gather(1, last)) // 255
-    cum = torch.cumsum(hist, 1) - hist  # exclusive
-    lut = ((step // 2 + cum) // step.clamp_min(1)).clamp(0, 255)
-    lut = torch.where(step > 0, lut, bins.expand_as(lut))
-    return (lut.gather(1, v).view(b, c, h, w).to(x.dtype)) / 255.0
-
-
-def _posterize(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    bits = 4 - (level / _MAX_SEVERITY * 4).long()  # keep 4 down to 3 bits at severity 3 (paper)
-    mask = (256 - (1 << (8 - bits))).view(-1, 1, 1, 1)
-    return (torch.floor(x * 255.0).clamp(0, 255).long() & mask).to(x.dtype) / 255.0
-
-
-def _solarize(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    thresh = (256 - (level / _MAX_SEVERITY * 256).long()).view(-1, 1, 1, 1)
-    return torch.where(_to_levels(x) >= thresh, 1.0 - x, x)
-
-
-def _enhance_factor(level: torch.Tensor) -> torch.Tensor:
-    return level / _MAX_SEVERITY * 1.8 + 0.1
-
-
-def _color(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    return _blend(_gray(x).expand_as(x), x, _enhance_factor(level))
-
-
-def _contrast(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(mean.expand_as(x), x, _enhance_factor(level))
-
-
-def _brightness(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    return _blend(torch.zeros_like(x), x, _enhance_factor(level))
-
-
-def _sharpness(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
-    k = x.new_tensor([[1.0, 1.0, 1.0], [1.0, 5.0, 1.0], [1.0, 1.0, 1.0]]) / 13.0
-    c = x.shape[1]
-    smooth = F.conv2d(x, k.expand(c, 1, 3, 3), groups=c)  # PIL's SMOOTH filter; borders keep the original
-    degenerate = x.clone()
-    degenerate[:, :, 1:-1, 1:-1] = smooth
-    return _blend(degenerate, x, _enhance_factor(level))
-
-
-_PIXEL_OPS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "autocontrast": _autocontrast, "equalize": _equalize, "posterize": _posterize, "solarize": _solarize,
-    "color": _color, "contrast": _contrast, "brightness": _brightness, "sharpness": _sharpness,
-}
-
-
-def _affine_matrices(op_names: Sequence[str], op: torch.Tensor, level: torch.Tensor, sign: torch.Tensor,
-                     h: int, w: int) -> torch.Tensor:
-    """Per-row output->input affine maps in PIL pixel coordinates (origin at the top-left corner), ``(B, 3, 3)``."""
-    b = op.shape[0]
-    mat = torch.eye(3, device=op.device, dtype=torch.float32).repeat(b, 1, 1)
-    frac = level.float() / _MAX_SEVERITY * sign.float()
-    for k, name in enumerate(op_names):
-        sel = op == k
-        if name == "rotate":  # PIL rotate(deg): counter-clockwise about the centre
-            a = torch.deg2rad(frac * 30.0)
-            cos, sin = torch.cos(a), torch.sin(a)
-            cx, cy = w / 2.0, h / 2.0
-            rot = torch.stack([
-                torch.stack([cos, -sin, cx - cos * cx + sin * cy], -1),
-                torch.stack([sin, cos, cy - sin * cx - cos * cy], -1),
-                torch.tensor([0.0, 0.0, 1.0], device=op.device).expand(b, 3),
-            ], 1)
-            mat = torch.where(sel.view(-1, 1, 1), rot, mat)
-        elif name in ("shear_x", "shear_y", "translate_x", "translate_y"):
-            m = torch.eye(3, device=op.device).repeat(b, 1, 1)
-            if name == "shear_x":
-                m[:, 0, 1] = frac * 0.3
-            elif name == "shear_y":
-                m[:, 1, 0] = frac * 0.3
-            elif name == "translate_x":
-                m[:, 0, 2] = frac * _TRANSLATE_FRAC * w
-            else:
-                m[:, 1, 2] = frac * _TRANSLATE_FRAC * h
-            mat = torch.where(sel.view(-1, 1, 1), m, mat)
-    return mat
-
-
-def _warp(x: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
-    """Bilinear warp with black fill; ``mat`` maps output to input pixel coordinates (pixel centres at +0.5)."""
-    h, w = x.shape[-2:]
-    norm = torch.tensor([[2.0 / w, 0.0, -1.0], [0.0, 2.0 / h, -1.0], [0.0, 0.0, 1.0]], device=x.device)
-    theta = norm @ mat @ torch.linalg.inv(norm)
-    grid = F.affine_grid(theta[:, :2].to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
+# ====================================================================== batched tensor path (ops: augmix_ops)
 class AugMixBatch(nn.Module):
     """Batched AugMix on float ``(N, C, H, W)`` tensors in ``[0, 1]`` (``C`` in {1, 3}; any device, no grad).
 
@@ -345,8 +220,6 @@ class AugMixBatch(nn.Module):
 
     # ------------------------------------------------------------ application
     def _check(self, x: torch.Tensor) -> None:
-        from advbn_aug.image.stages import check_image_batch
-
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"AugMixBatch takes a tensor, got {type(x).__name__}; for PIL/numpy images use AugMix")
         check_image_batch(x, "AugMixBatch")
@@ -377,7 +250,7 @@ class AugMixBatch(nn.Module):
         wd = self.config.width
         dmax = params["op"].shape[1]
         xs = x.unsqueeze(0).expand(wd, n, c, h, w).reshape(wd * n, c, h, w).clone()
-        geo_ids = torch.tensor([k for k, o in enumerate(self.op_names) if o in _GEOMETRIC], device=x.device)
+        geo_ids = torch.tensor([k for k, o in enumerate(self.op_names) if o in GEOMETRIC_OPS], device=x.device)
         for d in range(dmax):
             op = params["op"][:, d].reshape(-1)
             level = params["level"][:, d].reshape(-1)
@@ -385,11 +258,11 @@ class AugMixBatch(nn.Module):
             active = params["depth"].reshape(-1) > d
             if geo_ids.numel():
                 sel = active & torch.isin(op, geo_ids)
-                mat = _affine_matrices(self.op_names, op, level, sign, h, w)
-                xs = self._apply_op(xs, sel, _warp, mat)
+                mat = affine_matrices(self.op_names, op, level, sign, h, w)
+                xs = self._apply_op(xs, sel, warp, mat)
             for k, name in enumerate(self.op_names):
-                if name in _PIXEL_OPS:
-                    xs = self._apply_op(xs, active & (op == k), _PIXEL_OPS[name], level)
+                if name in PIXEL_OPS:
+                    xs = self._apply_op(xs, active & (op == k), PIXEL_OPS[name], level)
         ws = params["ws"].t().reshape(wd, n, 1, 1, 1).to(x.dtype)
         mix = (ws * xs.view(wd, n, c, h, w)).sum(0)
         m = params["m"].view(n, 1, 1, 1).to(x.dtype)

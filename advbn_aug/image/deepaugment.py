@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from advbn_aug.image.checks import check_image_batch
 from advbn_aug.image.deepaugment_nets import EDSR, ActivationTap, load_deepaugment_net
-from advbn_aug.image.stages import check_image_batch
 
 __all__ = ["DeepAugment", "train_deepaugment_net", "images_to_tensor"]
 

@@ -26,26 +26,19 @@ import inspect
 import math
 import os
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from advbn_aug.image.augmix import AugMixBatch, AugMixConfig
+from advbn_aug.image.checks import check_image_batch
+from advbn_aug.image.deepaugment import DeepAugment
+
 __all__ = ["KorniaStage", "AlbumentationsStage", "FnStage", "RandomApply", "as_stage", "build_stage",
            "register_stage", "STAGE_TYPES", "check_image_batch"]
-
-
-def check_image_batch(x: Any, who: str) -> None:
-    """Raise a clear error unless ``x`` is a float ``(N, C, H, W)`` tensor with ``C`` in {1, 3}."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{who} takes a torch.Tensor (N, C, H, W), got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] not in (1, 3):
-        hint = " (channels-last? use x.permute(0, 3, 1, 2))" if x.dim() == 4 and x.shape[-1] in (1, 3) else ""
-        raise ValueError(f"{who} expects (N, C, H, W) with C in {{1, 3}}, got shape {tuple(x.shape)}{hint}")
-    if not x.is_floating_point():
-        raise TypeError(f"{who} expects a float tensor in [0, 1], got {x.dtype}; convert uint8 images with "
-                        "x.float() / 255")
 
 
 def _is_from(obj: Any, package: str) -> bool:
@@ -148,9 +141,6 @@ class RandomApply:
 
 
 def _is_own_stage(obj: Any) -> bool:
-    from advbn_aug.image.augmix import AugMixBatch
-    from advbn_aug.image.deepaugment import DeepAugment
-
     return isinstance(obj, (AugMixBatch, DeepAugment, KorniaStage, AlbumentationsStage, FnStage, RandomApply))
 
 
@@ -293,17 +283,11 @@ def _build_albumentations(spec: dict[str, Any]) -> AlbumentationsStage:
 
 
 def _build_augmix(spec: dict[str, Any]) -> Any:
-    from dataclasses import fields
-
-    from advbn_aug.image.augmix import AugMixBatch, AugMixConfig
-
     _check_keys("augmix stage spec", spec, [f.name for f in fields(AugMixConfig)] + ["select", "check_range", "p"])
     return AugMixBatch(**spec)
 
 
 def _build_deepaugment(spec: dict[str, Any]) -> Any:
-    from advbn_aug.image.deepaugment import DeepAugment
-
     valid = ["weights", *[a for a in _arguments(DeepAugment) or [] if a != "net"], "p"]
     _check_keys("deepaugment stage spec", spec, valid)
     return DeepAugment.from_spec(spec)

@@ -25,12 +25,12 @@ import torch
 from torch import nn
 
 from advbn_aug.split.base import ModelSplit, SplitFallbackWarning, SplitMode
-from advbn_aug.split.fx import FxSplit, _NotSplittable
+from advbn_aug.split.fx import FxSplit, FxSplitError
 from advbn_aug.split.hook import HookSplit
 from advbn_aug.split.layers import layer_candidates, resolve_layer
 
-__all__ = ["resolve_layer", "layer_candidates", "ModelSplit", "FxSplit", "HookSplit", "split_model", "SplitMode",
-           "SplitFallbackWarning"]
+__all__ = ["resolve_layer", "layer_candidates", "ModelSplit", "FxSplit", "FxSplitError", "HookSplit", "split_model",
+           "SplitMode", "SplitFallbackWarning"]
 
 
 def _caller_stacklevel() -> int:
@@ -61,7 +61,7 @@ def split_model(model: nn.Module, layer: str | int, mode: SplitMode = "auto", *,
         return HookSplit(model, name, **examples)
     try:
         return FxSplit(model, name, leaves)
-    except _NotSplittable as err:
+    except FxSplitError as err:
         if mode == "fx":
             raise
         why = err.why

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-__all__ = ["ModelSplit", "SplitMode", "SplitFallbackWarning"]
+__all__ = ["ModelSplit", "SplitMode", "SplitFallbackWarning", "training_modes", "direct_parameters"]
 
 SplitMode = Literal["auto", "fx", "hook"]
 _RESPLIT = ("split again after the change (with AdvBN: adv.detach(); attach again after the change and rebuild the "
@@ -23,8 +23,9 @@ class SplitFallbackWarning(UserWarning):
 
 
 @contextmanager
-def _modes(modules: dict[nn.Module, bool]) -> Iterator[None]:
-    """Set ``module.training`` per the dict, restoring the previous flags afterwards."""
+def training_modes(modules: dict[nn.Module, bool]) -> Iterator[None]:
+    """Set each ``module.training`` (that module only, not its children) to its flag in ``modules``; the previous
+    flags come back on exit."""
     saved = {m: m.training for m in modules}
     try:
         for m, flag in modules.items():
@@ -35,31 +36,14 @@ def _modes(modules: dict[nn.Module, bool]) -> Iterator[None]:
             m.training = flag
 
 
-def _with_descendants(mods: list[nn.Module]) -> list[nn.Module]:
-    out: dict[int, nn.Module] = {}
-    for m in mods:
-        for sub in m.modules():
-            out.setdefault(id(sub), sub)
-    return list(out.values())
-
-
-def _get(model: nn.Module, target: str) -> Any:
-    obj: Any = model
-    for part in target.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _params_of(modules: Sequence[nn.Module], extra: Sequence[nn.Parameter] = ()) -> list[nn.Parameter]:
+def direct_parameters(modules: Sequence[nn.Module], extra: Sequence[nn.Parameter] = ()) -> list[nn.Parameter]:
+    """``extra``, then the parameters each of ``modules`` holds itself (``recurse=False``), each parameter once, in
+    that order."""
     params = {id(p): p for p in extra}
     for m in modules:
         for p in m.parameters(recurse=False):
             params.setdefault(id(p), p)
     return list(params.values())
-
-
-def _names(names: Sequence[str], limit: int = 6) -> str:
-    return ", ".join(map(repr, names[:limit])) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 class ModelSplit(ABC):

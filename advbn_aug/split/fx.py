@@ -10,13 +10,30 @@ import torch
 import torch.fx
 from torch import nn
 
-from advbn_aug.split.base import ModelSplit, _get, _modes, _params_of, _with_descendants
+from advbn_aug.split.base import ModelSplit, direct_parameters, training_modes
 from advbn_aug.split.layers import resolve_layer
 
-__all__ = ["FxSplit"]
+__all__ = ["FxSplit", "FxSplitError"]
 
 
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+def _with_descendants(mods: list[nn.Module]) -> list[nn.Module]:
+    """``mods`` and all their submodules, each module once, in first-seen order."""
+    out: dict[int, nn.Module] = {}
+    for m in mods:
+        for sub in m.modules():
+            out.setdefault(id(sub), sub)
+    return list(out.values())
+
+
+def _get(model: nn.Module, target: str) -> Any:
+    """The attribute of ``model`` at the dotted fx ``target`` (a submodule, parameter, buffer or plain attribute)."""
+    obj: Any = model
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 class _SplitTracer(torch.fx.Tracer):
@@ -45,8 +62,8 @@ class _SplitTracer(torch.fx.Tracer):
         return super().is_leaf_module(m, qualname)
 
 
-class _NotSplittable(ValueError):
-    """torch.fx cannot split the model; ``why`` says why (the message adds the fix)."""
+class FxSplitError(ValueError):
+    """torch.fx cannot split the model (raised by :class:`FxSplit`); ``why`` says why (the message adds the fix)."""
 
     def __init__(self, layer: str, why: str):
         super().__init__(f"cannot split the model at {layer!r} with torch.fx: {why}. Use mode='hook'.")
@@ -58,14 +75,14 @@ def _trace_suffix(model: nn.Module, layer: str, train: bool, leaves: Sequence[st
     """Trace ``model`` in train or eval mode; return the suffix GraphModule and the module names / attribute targets
     that the prefix uses."""
     all_modules = list(model.modules())
-    with _modes({m: train for m in all_modules}):
+    with training_modes({m: train for m in all_modules}):
         try:
             graph = _SplitTracer(layer, leaves).trace(model)
         except Exception as err:  # untraceable python control flow, unsupported ops, ...
-            raise _NotSplittable(layer, f"torch.fx could not trace the model: {type(err).__name__}: {err}") from err
+            raise FxSplitError(layer, f"torch.fx could not trace the model: {type(err).__name__}: {err}") from err
     layer_nodes = [n for n in graph.nodes if n.op == "call_module" and n.target == layer]
     if len(layer_nodes) != 1:
-        raise _NotSplittable(layer, f"layer {layer!r} is called {len(layer_nodes)} times in the traced graph, need 1")
+        raise FxSplitError(layer, f"layer {layer!r} is called {len(layer_nodes)} times in the traced graph, need 1")
     layer_node = layer_nodes[0]
 
     ancestors: set[torch.fx.Node] = set()
@@ -86,7 +103,7 @@ def _trace_suffix(model: nn.Module, layer: str, train: bool, leaves: Sequence[st
         needed.add(n)
         stack.extend(n.all_input_nodes)
     if layer_node not in {i for n in needed for i in n.all_input_nodes}:
-        raise _NotSplittable(layer, f"the output does not depend on layer {layer!r}")
+        raise FxSplitError(layer, f"the output does not depend on layer {layer!r}")
 
     new = torch.fx.Graph()
     env: dict[torch.fx.Node, torch.fx.Node] = {layer_node: new.placeholder("feature")}
@@ -94,7 +111,7 @@ def _trace_suffix(model: nn.Module, layer: str, train: bool, leaves: Sequence[st
         if n not in needed:
             continue
         if n.op == "placeholder" and not n.args:  # a required model input: a skip around the layer
-            raise _NotSplittable(layer, f"the part after the layer also reads the model input {n.target!r}")
+            raise FxSplitError(layer, f"the part after the layer also reads the model input {n.target!r}")
         env[n] = new.node_copy(n, lambda a: env[a])
     new.lint()
     suffix = torch.fx.GraphModule(model, new, class_name=f"Suffix_{layer.replace('.', '_')}")
@@ -119,7 +136,7 @@ class FxSplit(ModelSplit):
         prefix_objs = [_get(model, t) for t in prefix_targets] + [model.get_submodule(name)]
         prefix = _with_descendants([o for o in prefix_objs if isinstance(o, nn.Module)])
         suffix = _with_descendants([model.get_submodule(t) for t in suffix_targets]) + list(graphs.values())
-        params = _params_of(prefix, [o for o in prefix_objs if isinstance(o, nn.Parameter)])
+        params = direct_parameters(prefix, [o for o in prefix_objs if isinstance(o, nn.Parameter)])
         super().__init__(model, name, prefix, suffix, params)
         self._graphs: dict[bool, torch.fx.GraphModule] = graphs
 
@@ -129,7 +146,7 @@ class FxSplit(ModelSplit):
         return self._graphs[train]
 
     def run_suffix(self, feature: torch.Tensor, *, train: bool, inputs: tuple[tuple, dict] | None = None) -> Any:
-        with _modes({m: train for m in self.suffix_modules}):
+        with training_modes({m: train for m in self.suffix_modules}):
             return self._graphs[train](feature)
 
     def eval_suffix(self, transform: Callable[[torch.fx.GraphModule], nn.Module]) -> Callable[[torch.Tensor], Any]:
@@ -139,6 +156,6 @@ class FxSplit(ModelSplit):
         suffix = {m: False for m in self.suffix_modules}
 
         def run(feature: torch.Tensor) -> Any:
-            with _modes(suffix):
+            with training_modes(suffix):
                 return module(feature)
         return run

@@ -4,16 +4,22 @@ or guessed from registration order and checked on the first training forward).""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from advbn_aug.split.base import ModelSplit, _modes, _names, _params_of
+from advbn_aug.split.base import ModelSplit, direct_parameters, training_modes
 from advbn_aug.split.layers import resolve_layer
 
 __all__ = ["HookSplit"]
+
+
+def _names(names: Sequence[str], limit: int = 6) -> str:
+    """The first ``limit`` names, quoted, then how many more."""
+    return ", ".join(map(repr, names[:limit])) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 class _Recorder:
@@ -128,19 +134,19 @@ class HookSplit(ModelSplit):
         self._problem: str | None = None
         if example_inputs is None and example_kwargs is None:
             prefix, suffix = _split_by_registration(model, name)
-            super().__init__(model, name, prefix, suffix, _params_of(prefix), reason)
+            super().__init__(model, name, prefix, suffix, direct_parameters(prefix), reason)
             self._handles = [model.register_forward_pre_hook(self._start_recording, prepend=True),
                              model.register_forward_hook(self._finish_recording)]
             return
         recorder = _Recorder(model)
         try:
-            with torch.no_grad(), _modes({m: False for m in model.modules()}):
+            with torch.no_grad(), training_modes({m: False for m in model.modules()}):
                 model(*(example_inputs or ()), **(example_kwargs or {}))
         finally:
             recorder.remove()
         named_prefix, named_suffix, order = _split_by_record(model, name, recorder.events)
         prefix = [m for _, m in named_prefix]
-        super().__init__(model, name, prefix, [m for _, m in named_suffix], _params_of(prefix), reason)
+        super().__init__(model, name, prefix, [m for _, m in named_suffix], direct_parameters(prefix), reason)
         self.execution_order = order
 
     def _start_recording(self, module: nn.Module, args: Any) -> None:
@@ -208,7 +214,7 @@ class HookSplit(ModelSplit):
         layer.__dict__["forward"] = substitute  # skips the layer's own compute; only modules before it still run
         self._in_suffix = True
         try:
-            with _modes(modes), torch.no_grad():
+            with training_modes(modes), torch.no_grad():
                 return self.model(*args, **kwargs)
         finally:
             self._in_suffix = False

@@ -43,17 +43,14 @@ try:
 except ImportError:  # pragma: no cover - timm < 1.0.23
     TrainingTask = ()  # type: ignore[misc,assignment]
 
-from advbn_aug.integrations.timm.task import (
+from advbn_aug.integrations.timm.settings import (
     AdvBNSettings,
-    AdvBNTask,
-    _adversarial_criterion,
     add_advbn_args,
     check_timm_args,
-    export_plain_checkpoint,
-    has_task_api,
     settings_from_args,
     timm_version,
 )
+from advbn_aug.integrations.timm.task import AdvBNTask, adversarial_criterion, export_plain_checkpoint, has_task_api
 
 __all__ = ["load_train_module", "patch_train_module", "main", "run_argv"]
 
@@ -144,7 +141,7 @@ class _Legacy:
                 return loss
             splits = output.shape[0] // target.shape[0]
             adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
-            return loss + self.settings.weight * adv.adversarial_loss(adv_target, _adversarial_criterion(loss_fn))
+            return loss + self.settings.weight * adv.adversarial_loss(adv_target, adversarial_criterion(loss_fn))
 
         return adv_loss_fn
 

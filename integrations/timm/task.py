@@ -1,4 +1,5 @@
-"""Shared timm pieces: the ``--advbn-*`` argument group, building AdvBN / Policy from it, and ``AdvBNTask``.
+"""``AdvBNTask`` and the checkpoint helpers around it (the ``--advbn-*`` flags and :class:`AdvBNSettings` live in
+:mod:`advbn_aug.integrations.timm.settings` and are re-exported here).
 
 ``AdvBNTask`` is a :class:`timm.task.ClassificationTask` whose forward returns the AdvBN (or Policy) training loss.
 It attaches AdvBN to the plain model in its constructor, i.e. before timm's ``task.setup_ema`` / ``task.compile`` /
@@ -10,21 +11,27 @@ checkpoint_path=...)``); the copies go to ``task_state['advbn_aux']`` so ``resum
 
 from __future__ import annotations
 
-import argparse
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from advbn_aug.config import add_config_arguments, config_from_args
 from advbn_aug.eval.checkpoint import AUX_STATE_KEY
-from advbn_aug.feature.advbn import AdvBN, AdvBNConfig
+from advbn_aug.feature.advbn import AdvBN
 from advbn_aug.feature.dual_norm import is_dual_norm
-from advbn_aug.policy import Policy, PolicyConfig
+from advbn_aug.integrations.timm.settings import (
+    SPLIT_BN_VERSION,
+    AdvBNSettings,
+    add_advbn_args,
+    check_timm_args,
+    dual_batch_norm,
+    settings_from_args,
+    timm_version,
+)
+from advbn_aug.policy import Policy
 
 try:  # the task API landed in timm 1.0.23
     from timm.task import ClassificationTask
@@ -42,121 +49,14 @@ except ImportError:  # pragma: no cover - older timm: the launcher patches train
 
 __all__ = ["AdvBNSettings", "AdvBNTask", "add_advbn_args", "settings_from_args", "check_timm_args", "dual_batch_norm",
            "timm_version", "has_task_api", "aux_prefixes", "split_aux_state", "export_plain_checkpoint",
-           "AUX_STATE_KEY", "TASK_API_VERSION", "SPLIT_BN_VERSION"]
+           "adversarial_criterion", "AUX_STATE_KEY", "TASK_API_VERSION", "SPLIT_BN_VERSION"]
 
 TASK_API_VERSION = (1, 0, 23)
-# timm's convert_splitbn_model dropped BatchNormAct2d's activation and drop before 1.0.31 (a silently different model)
-SPLIT_BN_VERSION = (1, 0, 31)
-
-
-def timm_version() -> tuple[int, ...]:
-    """The installed timm version as an integer tuple (``1.0.31.dev0`` -> ``(1, 0, 31)``)."""
-    import timm
-
-    parts = []
-    for p in timm.__version__.split(".")[:3]:
-        digits = "".join(ch for ch in p if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
 
 
 def has_task_api() -> bool:
     """True where timm has ``timm.task.ClassificationTask`` (>= 1.0.23), i.e. train.py delegates steps to a task."""
     return HAS_TASK_API and timm_version() >= TASK_API_VERSION
-
-
-# ---------------------------------------------------------------------------------------------- arguments
-def add_advbn_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Add the ``--advbn-*`` group (timm-style flag names) to ``parser``; returns the group.
-
-    One flag per :class:`~advbn_aug.feature.config.AdvBNConfig` field (``--advbn-layer``, ``--advbn-eps``, ...,
-    ``--advbn-dual-bn/--advbn-no-dual-bn``; see :mod:`advbn_aug.config`), plus the task's own flags.
-    """
-    g = parser.add_argument_group("AdvBN parameters", "adversarial feature-statistics augmentation (advbn_aug)")
-    add_config_arguments(g, AdvBNConfig, prefix="advbn-")
-    g.add_argument("--advbn-weight", type=float, default=1.0, metavar="W",
-                   help="weight of the adversarial loss term (default: 1.0; 0 keeps AdvBN's frozen prefix but skips "
-                        "the adversarial pass: a fair control arm)")
-    g.add_argument("--advbn-start-epoch", type=int, default=0, metavar="N",
-                   help="first epoch with the adversarial term (clean warm-up before it; default: 0)")
-    g.add_argument("--advbn-policy", default="", metavar="YAML",
-                   help="advbn_aug PolicyConfig YAML (image stages, AugMix/JSD, feature augmenters, loss weights); "
-                        "replaces the other --advbn-* flags except --advbn-start-epoch")
-    g.add_argument("--advbn-off", action="store_true", default=False,
-                   help="disable AdvBN (plain timm training through the same script, for baselines)")
-    return g
-
-
-@dataclass
-class AdvBNSettings:
-    """What :class:`AdvBNTask` builds: an AdvBN config or a Policy config, plus the loss weight and start epoch.
-
-    ``mean``/``std`` (Policy only) are the normalisation of the loader's batches; ``None``: the model's default.
-    """
-
-    advbn: AdvBNConfig | None = field(default_factory=AdvBNConfig)
-    policy: PolicyConfig | None = None
-    weight: float = 1.0
-    start_epoch: int = 0
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.advbn is not None and self.policy is not None:
-            raise ValueError("give either an AdvBN config or a Policy config, not both")
-        if not self.weight >= 0:
-            raise ValueError(f"--advbn-weight must be >= 0, got {self.weight}")
-        if self.start_epoch < 0:
-            raise ValueError(f"--advbn-start-epoch must be >= 0, got {self.start_epoch}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.advbn is not None or self.policy is not None
-
-
-def settings_from_args(args: argparse.Namespace) -> AdvBNSettings:
-    """Build :class:`AdvBNSettings` from parsed ``--advbn-*`` flags (validates them: clear errors on bad values)."""
-    mean = tuple(args.mean) if getattr(args, "mean", None) else None
-    std = tuple(args.std) if getattr(args, "std", None) else None
-    common = dict(weight=args.advbn_weight, start_epoch=args.advbn_start_epoch, mean=mean, std=std)
-    for old, new in (("advbn_no_dual_bn", "advbn_dual_bn"), ("advbn_no_freeze_prefix", "advbn_freeze_prefix")):
-        if getattr(args, old, None) is not None:  # a key of timm's -c config.yaml from before the derived flags
-            raise ValueError(f"config key {old}: true is now {new}: false (flags --advbn-no-... are unchanged)")
-    if args.advbn_off:
-        return AdvBNSettings(advbn=None, **common)
-    if args.advbn_policy:
-        return AdvBNSettings(advbn=None, policy=PolicyConfig.from_yaml(args.advbn_policy), **common)
-    return AdvBNSettings(advbn=config_from_args(args, AdvBNConfig, prefix="advbn-"), **common)
-
-
-def dual_batch_norm(settings: AdvBNSettings) -> bool:
-    """Whether ``settings`` give downstream BatchNorms an adversarial copy (an AdvBN or a Policy ``advbn`` feature
-    with ``dual_bn`` on)."""
-    if settings.advbn is not None:
-        return settings.advbn.dual_bn
-    if settings.policy is not None:
-        default = AdvBNConfig().dual_bn
-        return any(f.get("type") == "advbn" and f.get("dual_bn", default) for f in settings.policy.features)
-    return False
-
-
-def check_timm_args(args: argparse.Namespace, settings: AdvBNSettings) -> None:
-    """Reject timm flags that conflict with AdvBN (raises ``ValueError`` with the reason)."""
-    if not settings.enabled:
-        return
-    if getattr(args, "split_bn", False) and dual_batch_norm(settings):
-        raise ValueError("--split-bn converts every BatchNorm to timm's SplitBatchNorm2d (aux_bn per aug split), "
-                         "which clashes with AdvBN's own dual BatchNorms: drop --split-bn, or add "
-                         "--advbn-no-dual-bn (with --advbn-policy: dual_bn: false in its advbn features) to keep "
-                         "timm's split BN and run the adversarial features through it")
-    if getattr(args, "split_bn", False) and timm_version() < SPLIT_BN_VERSION:
-        raise ValueError(f"--split-bn needs timm >= {'.'.join(map(str, SPLIT_BN_VERSION))} (this is "
-                         f"{'.'.join(map(str, timm_version()))}): older timm's convert_splitbn_model drops the "
-                         "activation of BatchNormAct2d layers; pip install 'timm>=1.0.31', or drop --split-bn")
-    if settings.policy is not None and settings.policy.augmix is not None and (getattr(args, "aug_splits", 0) or 0) > 1:
-        raise ValueError("the --advbn-policy makes its own AugMix views; do not combine it with timm's --aug-splits")
-    if settings.policy is not None and (getattr(args, "mixup", 0) or getattr(args, "cutmix", 0)):
-        raise ValueError("--advbn-policy expects class-index targets: disable --mixup/--cutmix")
 
 
 # ---------------------------------------------------------------------------------------------- state dicts
@@ -214,8 +114,10 @@ def export_plain_checkpoint(src: str, dst: str) -> list[str]:
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _adversarial_criterion(criterion: Any) -> Criterion:
-    """The criterion for the adversarial term: timm's JSD loss scores split 0 only, use its (smoothed) CE on all."""
+def adversarial_criterion(criterion: Any) -> Criterion:
+    """The criterion ``(logits (N, K), target) -> scalar loss`` for the adversarial term: ``criterion`` itself, or
+    for timm's ``JsdCrossEntropy`` (which scores split 0 only) its (smoothed) cross-entropy, which scores every
+    split; ``None`` gives ``F.cross_entropy``."""
     if hasattr(criterion, "cross_entropy_loss") and hasattr(criterion, "num_splits"):
         return criterion.cross_entropy_loss
     return criterion if criterion is not None else F.cross_entropy
@@ -382,7 +284,7 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         if self.advbn is not None and active:
             splits = output.shape[0] // target.shape[0]
             adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
-            adv = self.advbn.adversarial_loss(adv_target, _adversarial_criterion(self.criterion))
+            adv = self.advbn.adversarial_loss(adv_target, adversarial_criterion(self.criterion))
             loss = loss + self.advbn_settings.weight * adv
             result["loss_adv"] = adv.detach()
         else:
@@ -408,7 +310,7 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         handle = self.trainable_module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
         try:
             loss, info = self.policy.step(self.trainable_module, images, target, epoch=self.epoch, step=step,
-                                          criterion=_adversarial_criterion(self.criterion))
+                                          criterion=adversarial_criterion(self.criterion))
         finally:
             handle.remove()
         if not active:

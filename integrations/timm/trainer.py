@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from advbn_aug.config import ConfigArgumentError
-from advbn_aug.integrations.timm.task import AdvBNTask, add_advbn_args, check_timm_args, settings_from_args
+from advbn_aug.integrations.timm.settings import add_advbn_args, check_timm_args, settings_from_args
+from advbn_aug.integrations.timm.task import AdvBNTask
 
 _logger = logging.getLogger("advbn_timm_trainer")
 

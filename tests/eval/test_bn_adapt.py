@@ -9,7 +9,7 @@ from torch import nn
 
 from advbn_aug.cli import main
 from advbn_aug.eval.bn_adapt import adapted_predict, estimate_bn_stats, preserved_bn_state
-from advbn_aug.eval.evaluate import EvalConfig, _batches, predict, prepare_batch
+from advbn_aug.eval.evaluate import EvalConfig, iter_batches, predict, prepare_batch
 from advbn_aug.models.cifar_resnet import cifar_resnet
 
 from .._cifar10c import write_cifar10c
@@ -26,7 +26,7 @@ def _images(n=24, seed=0, shift=0):
 
 def _adapted(model, x, mode, momentum=0.1):
     return adapted_predict(predict, lambda xb: prepare_batch(xb, _DEV, _MEAN, _STD), model, x,
-                           lambda imgs: _batches(imgs, 8), mode, momentum, batch_size=8, device=_DEV, mean=_MEAN,
+                           lambda imgs: iter_batches(imgs, 8), mode, momentum, batch_size=8, device=_DEV, mean=_MEAN,
                            std=_STD, amp=False)
 
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image, ImageOps
 
 from advbn_aug.image import AUGMIX_ALL_OPS, AUGMIX_OPS, AugMix, AugMixBatch, AugMixConfig, AugMixViews
-from advbn_aug.image import augmix as A
+from advbn_aug.image import augmix_ops as A
 
 
 def _img(seed=0, size=32):
@@ -131,12 +131,12 @@ def test_batch_rejects_bad_input():
 
 
 @pytest.mark.parametrize("name, ours, ref", [
-    ("equalize", lambda t: A._equalize(t, None), ImageOps.equalize),
-    ("posterize", lambda t: A._posterize(t, torch.tensor([3.0])), lambda im: ImageOps.posterize(im, 3)),
-    ("solarize", lambda t: A._solarize(t, torch.tensor([3.0])), lambda im: ImageOps.solarize(im, 256 - 76)),
-    ("translate", lambda t: A._warp(t, A._affine_matrices(AUGMIX_OPS, torch.tensor([AUGMIX_OPS.index("translate_y")]),
-                                                         torch.tensor([5.0 / (32 / 3) * 10]), torch.tensor([1]),
-                                                         32, 32)),
+    ("equalize", lambda t: A.PIXEL_OPS["equalize"](t, None), ImageOps.equalize),
+    ("posterize", lambda t: A.PIXEL_OPS["posterize"](t, torch.tensor([3.0])), lambda im: ImageOps.posterize(im, 3)),
+    ("solarize", lambda t: A.PIXEL_OPS["solarize"](t, torch.tensor([3.0])), lambda im: ImageOps.solarize(im, 256 - 76)),
+    ("translate", lambda t: A.warp(t, A.affine_matrices(AUGMIX_OPS, torch.tensor([AUGMIX_OPS.index("translate_y")]),
+                                                       torch.tensor([5.0 / (32 / 3) * 10]), torch.tensor([1]),
+                                                       32, 32)),
      lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, 5.0), resample=Image.BILINEAR)),
 ])
 def test_tensor_ops_match_pil(name, ours, ref):

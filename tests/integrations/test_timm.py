@@ -20,6 +20,7 @@ from timm.task import resume_task_checkpoint
 
 from advbn_aug.feature.config import AdvBNConfig
 from advbn_aug.integrations.timm import launcher, trainer
+from advbn_aug.integrations.timm import settings as timm_settings
 from advbn_aug.integrations.timm import task as timm_task
 from advbn_aug.integrations.timm.task import AUX_STATE_KEY, AdvBNSettings, AdvBNTask
 
@@ -335,7 +336,7 @@ def test_task_with_timm_augmix_splits_repeats_targets():
 
     torch.manual_seed(0)
     task = AdvBNTask(timm.create_model(MODEL, num_classes=2), JsdCrossEntropy(num_splits=3, smoothing=0.0),
-                     verbose=False, settings=AdvBNSettings(advbn=timm_task.AdvBNConfig(steps=1)))
+                     verbose=False, settings=AdvBNSettings(advbn=AdvBNConfig(steps=1)))
     task.train()
     seen = []
     orig = task.advbn.adversarial_loss
@@ -358,7 +359,7 @@ def test_task_with_policy_undoes_loader_normalisation(tmp_path):
     parser = trainer.build_parser()
     args = parser.parse_args(["--data-dir", str(tmp_path), "--advbn-policy", str(tmp_path / "policy.yaml"),
                               "--mean", "0.5", "0.5", "0.5", "--std", "0.25", "0.25", "0.25"])
-    settings = timm_task.settings_from_args(args)
+    settings = timm_settings.settings_from_args(args)
     task = AdvBNTask(timm.create_model(MODEL, num_classes=2), torch.nn.CrossEntropyLoss(), verbose=False,
                      settings=settings)
     assert task.policy is not None and task.policy.config.mean == [0.5] * 3 and task.policy.config.std == [0.25] * 3
@@ -371,7 +372,7 @@ def test_task_with_policy_undoes_loader_normalisation(tmp_path):
     torch.testing.assert_close(seen[0][:2], (images - 0.5) / 0.25, rtol=1e-5, atol=1e-5)  # clean rows as loaded
     result["loss"].backward()
     with pytest.raises(ValueError, match="--aug-splits"):
-        timm_task.check_timm_args(parser.parse_args(["--data-dir", str(tmp_path), "--aug-splits", "3"]), settings)
+        timm_settings.check_timm_args(parser.parse_args(["--data-dir", str(tmp_path), "--aug-splits", "3"]), settings)
 
 
 def test_imagenet_recipe_flags_dry_run(image_folder, tmp_path):
@@ -508,7 +509,7 @@ def test_launcher_under_torchrun_on_cpu(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ --split-bn
-_OLD_TIMM = pytest.mark.skipif(timm_task.timm_version() < timm_task.SPLIT_BN_VERSION,
+_OLD_TIMM = pytest.mark.skipif(timm_settings.timm_version() < timm_settings.SPLIT_BN_VERSION,
                                reason="--split-bn needs timm >= 1.0.31 (test_split_bn_refused_on_old_timm)")
 
 
@@ -547,20 +548,20 @@ def test_split_bn_check_for_policies(tmp_path):
     on = AdvBNSettings(advbn=None, policy=PolicyConfig(features=[{"type": "advbn", "layer": "layer1"}]))
     off = AdvBNSettings(advbn=None, policy=PolicyConfig(features=[{"type": "advbn", "dual_bn": False}]))
     with pytest.raises(ValueError, match="dual_bn: false"):
-        timm_task.check_timm_args(args, on)
-    timm_task.check_timm_args(args, off)
-    timm_task.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
+        timm_settings.check_timm_args(args, on)
+    timm_settings.check_timm_args(args, off)
+    timm_settings.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
 
 
 def test_split_bn_refused_on_old_timm(tmp_path, monkeypatch):
     """timm < 1.0.31 (inside the supported range) converts BatchNormAct2d wrongly under --split-bn: refused, naming
     the version to install; without --split-bn the same timm is accepted."""
     args = trainer.build_parser().parse_args(["--data-dir", str(tmp_path)])
-    monkeypatch.setattr(timm_task, "timm_version", lambda: (1, 0, 30))
-    timm_task.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
+    monkeypatch.setattr(timm_settings, "timm_version", lambda: (1, 0, 30))
+    timm_settings.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
     args.split_bn = True
     with pytest.raises(ValueError, match=r"--split-bn needs timm >= 1\.0\.31 \(this is 1\.0\.30\).*'timm>=1\.0\.31'"):
-        timm_task.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
+        timm_settings.check_timm_args(args, AdvBNSettings(advbn=AdvBNConfig(dual_bn=False)))
 
 
 # ------------------------------------------------------------------------------------------------ flags, CLI, packaging
@@ -569,13 +570,13 @@ def test_advbn_flags_cover_every_config_field():
     args = trainer.build_parser().parse_args(
         ["--data-dir", ".", "--advbn-token-clamp-min", "0", "--advbn-dual-ln", "--advbn-no-check-finite",
          "--advbn-capture", "copy", "--advbn-clamp-min", "none", "--advbn-no-freeze-prefix", "--advbn-weight", "0.5"])
-    s = timm_task.settings_from_args(args)
+    s = timm_settings.settings_from_args(args)
     assert s.advbn == AdvBNConfig(token_clamp_min=0.0, dual_ln=True, check_finite=False, capture="copy",
                                   clamp_min=None, freeze_prefix=False)
     assert s.weight == 0.5
     args.advbn_no_dual_bn = True  # the attribute name before the derived flags, e.g. from timm's -c config.yaml
     with pytest.raises(ValueError, match="config key advbn_no_dual_bn: true is now advbn_dual_bn: false"):
-        timm_task.settings_from_args(args)
+        timm_settings.settings_from_args(args)
 
 
 def test_cli_subcommands(image_folder, tmp_path, capsys):

@@ -111,7 +111,7 @@ def _tta(cfg: RecipeConfig, model: nn.Module, data: RecipeData, device: torch.de
          cache_dir: str | None) -> dict[str, Any]:
     from advbn_aug.eval import corrupted_set, images_fingerprint, resolve_corruptions
     from advbn_aug.eval.bn_adapt import adapted_predict
-    from advbn_aug.eval.evaluate import _batches, predict, prepare_batch
+    from advbn_aug.eval.evaluate import iter_batches, predict, prepare_batch
 
     # a class-balanced subset in round-robin class order: the JPEG test set is stored sorted by class, so its first
     # images are one or two classes, and adapting BatchNorm statistics to them measures the class imbalance
@@ -125,7 +125,7 @@ def _tta(cfg: RecipeConfig, model: nn.Module, data: RecipeData, device: torch.de
     def acc(images: np.ndarray, mode: str) -> float:
         m = folded if mode == "none" else model
         preds = adapted_predict(predict, lambda xb: prepare_batch(xb, device, run["mean"], run["std"]), m, images,
-                                lambda imgs: _batches(imgs, cfg.eval_batch_size), mode, cfg.tta_momentum, **run)[0]
+                                lambda imgs: iter_batches(imgs, cfg.eval_batch_size), mode, cfg.tta_momentum, **run)[0]
         return float((preds == y).mean())
 
     modes = ["none", *[m for m in cfg.tta_modes if m != "none"]]

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from advbn_aug.device import resolve_device
 from advbn_aug.recipe.cifar10.config import ArmConfig, RecipeConfig, digest, load_arms
 from advbn_aug.recipe.cifar10.data import RecipeData, deepaugment_data
 from advbn_aug.recipe.cifar10.eval_modes import evaluate_extras, load_run_model, missing_extras
@@ -185,15 +186,6 @@ def _check_one_device(found: Sequence[dict[str, Any]], device_type: str | None, 
                          "table's defaults, --preset gpu: recipes/cifar10/results_gpu and runs/cifar10-gpu)")
 
 
-def _resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device} requested but CUDA is not available: pass --device cpu")
-    return dev
-
-
 def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, data_dir: str | Path | None = None,
                arms_dir: str | Path | None = None, device: str | None = None, amp: bool = True,
                cache_dir: str | None = None, progress: bool = True, force: bool = False,
@@ -227,7 +219,7 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
         _check_one_device(found, None, folders)
         log.info("%d of %d runs finished", len(found), len(jobs))
         return bench.aggregate(found, cfg, output, [a.name for a, _ in jobs], commands, jobs) if found else {}
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     log_dir = output / "logs"
     data = bench.load_data(cfg, data_dir)
 
