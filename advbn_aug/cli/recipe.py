@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from advbn_aug.eval.checkpoint import CheckpointError
-from advbn_aug.recipe.cifar10.config import ARM_ORDER, GPU_WORKERS, PRESETS, TINY, RecipeConfig
+from advbn_aug.recipe.cifar10.config import GPU_WORKERS, PRESETS, TINY, RecipeConfig
 from advbn_aug.recipe.core.benchmark import benchmark_of
+from advbn_aug.recipe.core.config import add_train_arguments, train_overrides
 from advbn_aug.recipe.core.parallel import WorkerError
 from advbn_aug.recipe.core.runner import run_recipe
 from advbn_aug.recipe.pacs.command import add_pacs_arguments, pacs_config_from_args, pacs_default_folders
@@ -38,9 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "3 seeds, recipes/pacs/README.md), "
                         "leave_one_out_sketch (the leave-one-domain-out sketch table), tiny")
     parser.add_argument("--config", default=None, help="recipe YAML (RecipeConfig keys); flags override it")
-    parser.add_argument("--arms", nargs="+", default=None, help=f"arms to run (default: all: {' '.join(ARM_ORDER)})")
     parser.add_argument("--arms-dir", default=None, help="folder of arm YAML files (adds/overrides built-in arms)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="training seeds (default 0 1 2 3 4)")
     parser.add_argument("--model", default=None, choices=("resnet20", "resnet56"))
     parser.add_argument("--data-dir", default=None, help="CIFAR-10 folder (shared *_jpeg.npz or torchvision's "
                         "cifar-10-batches-py); default: ../shared/data or $ADVBN_DATA")
@@ -49,25 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "runs/pacs-tiny/<task>)")
     parser.add_argument("--runs-dir", default=None, help="runs folder (default recipes/cifar10/runs; with --tiny "
                         "runs/cifar10-tiny/runs; pacs: recipes/pacs/runs/<task>, runs/pacs-tiny/<task>/runs)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run")
-    parser.add_argument("-b", "--batch-size", type=int, default=None, help="clean images per step")
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--momentum", type=float, default=None)
-    parser.add_argument("--weight-decay", type=float, default=None)
-    parser.add_argument("--decay-rate", type=float, default=None, help="lr factor after --decay-at")
-    parser.add_argument("--decay-at", type=float, default=None, help="fraction of the steps where lr decays")
-    parser.add_argument("--train-subset", type=int, default=None, help="class-balanced training subset size")
     parser.add_argument("--eval-images", type=int, default=None, help="test images corrupted for CIFAR-10-C")
     parser.add_argument("--corruptions", default=None, help="comma list, 'all' (19) or 'benchmark' (15)")
     parser.add_argument("--severities", nargs="+", type=int, default=None)
     parser.add_argument("--clean-test-images", type=int, default=None, help="JPEG test images for clean accuracy")
     parser.add_argument("--lossless-images", type=int, default=None, help="images of test_lossless for the "
                         "JPEG-vs-lossless gap (default: all 1,000)")
-    parser.add_argument("--eval-batch-size", type=int, default=None)
-    parser.add_argument("--checkpoint-interval", type=int, default=None)
-    parser.add_argument("--extras", nargs="+", default=None, metavar="MODE",
-                        help="evaluation modes added to each run: adv_route tta stylized (default: all three for the "
-                        "full preset), or 'none'")
     parser.add_argument("--tta-images", type=int, default=None, help="images of the corruption subset evaluated with "
                         "test-time BatchNorm adaptation (default 250)")
     parser.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
@@ -82,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from advbn_aug.config import UNSET, add_config_arguments
     from advbn_aug.feature.config import AdvBNConfig
 
+    add_train_arguments(parser)
     group = parser.add_argument_group("AdvBN", "settings of the AdvBN arms (the recipe's advbn; the prefix up to "
                                       "the layer is always frozen)")
     add_config_arguments(group, AdvBNConfig, prefix="advbn-", exclude=("freeze_prefix",), defaults=UNSET)
@@ -137,15 +124,10 @@ def config_from_args(args: argparse.Namespace) -> RecipeConfig | PACSConfig:
     corruptions = args.corruptions
     if corruptions is not None and corruptions not in ("all", "benchmark"):
         corruptions = [c.strip() for c in corruptions.split(",") if c.strip()]
-    return base.with_overrides(arms=args.arms, seeds=args.seeds, model=args.model, steps=args.steps,
-                               batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                               weight_decay=args.weight_decay, decay_rate=args.decay_rate, decay_at=args.decay_at,
-                               train_subset=args.train_subset, advbn=advbn or None, eval_images=args.eval_images,
-                               corruptions=corruptions, severities=args.severities,
+    return base.with_overrides(**train_overrides(args), model=args.model, advbn=advbn or None,
+                               eval_images=args.eval_images, corruptions=corruptions, severities=args.severities,
                                clean_test_images=args.clean_test_images, lossless_images=args.lossless_images,
-                               eval_batch_size=args.eval_batch_size,
-                               checkpoint_interval=args.checkpoint_interval,
-                               extras=[] if args.extras == ["none"] else args.extras, tta_images=args.tta_images)
+                               tta_images=args.tta_images)
 
 
 # printed under the --tiny table, which a newcomer would otherwise read as results

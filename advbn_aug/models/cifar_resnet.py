@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CifarResNet", "cifar_resnet", "load_pretrained_cifar_resnet", "CIFAR_RESNET_MEAN", "CIFAR_RESNET_STD"]
+__all__ = ["CifarResNet", "cifar_resnet", "load_pretrained_cifar_resnet", "pretrained_keys", "CIFAR_RESNET_MEAN",
+           "CIFAR_RESNET_STD"]
 
 CIFAR_RESNET_MEAN = (0.485, 0.456, 0.406)
 CIFAR_RESNET_STD = (0.229, 0.224, 0.225)
@@ -116,3 +117,10 @@ def load_pretrained_cifar_resnet(depth: int = 20, path: str | Path | None = None
     model = CifarResNet(depth)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def pretrained_keys(depth: int = 20) -> list[str]:
+    """The keys of the pretrained ResNet-``depth`` weights file (``module.`` stripped), in file order."""
+    ckpt = torch.load(_default_weights(depth), map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt)
+    return [k.removeprefix("module.") for k in state]

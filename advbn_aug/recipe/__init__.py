@@ -16,18 +16,21 @@ lossless test images, CIFAR-10-C-parameter corruptions generated and cached by :
 ``result.json`` next to it. Finished runs are skipped, unfinished ones resume from ``ckpt.pt``; after each run the
 table (``results.md``, ``results.json``, ``results.png``) is rewritten from every finished run.
 
-Layout: ``core/`` is the machinery every benchmark shares (the runner, the training loop, run locks, provenance,
-weight averaging, several workers, the evidence matrix and charts, and :mod:`~advbn_aug.recipe.core.benchmark`, the
-seam a benchmark fills in); ``cifar10/`` and ``pacs/`` are the two benchmarks (config, data, evaluation, table).
-The ``advbn-aug recipe`` command is :mod:`advbn_aug.cli.recipe`.
+Layout: ``core/`` is the machinery every benchmark shares (the arms and the shared training fields, the runner, the
+training loop, the evaluation modes, run locks, provenance, weight averaging, several workers, the evidence matrix,
+the table files and charts, and :mod:`~advbn_aug.recipe.core.benchmark`, the seam a benchmark fills in); it imports
+no benchmark. ``cifar10/`` and ``pacs/`` are the two benchmarks (config, data, model, evaluation, table), each
+registering its :class:`~advbn_aug.recipe.core.benchmark.Benchmark` when imported. The ``advbn-aug recipe`` command
+is :mod:`advbn_aug.cli.recipe`.
 """
 
 from advbn_aug._extras import require
 
 require("advbn_aug.recipe", "recipes", "cv2", "scipy", "matplotlib")  # corruptions, t-intervals, charts
 
-from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, FULL, SHORT, TINY, ArmConfig, RecipeConfig  # noqa: E402
+from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, FULL, SHORT, TINY, RecipeConfig  # noqa: E402
 from advbn_aug.recipe.cifar10.table import aggregate  # noqa: E402
+from advbn_aug.recipe.core.config import ArmConfig  # noqa: E402
 from advbn_aug.recipe.core.provenance import code_version  # noqa: E402
 from advbn_aug.recipe.core.runner import run_arm, run_recipe  # noqa: E402
 from advbn_aug.recipe.core.train import export_state_dict  # noqa: E402

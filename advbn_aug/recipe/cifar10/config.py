@@ -8,19 +8,14 @@ training subset, DeepAugment data, evaluation). Both round-trip through YAML (``
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
-from advbn_aug.config import DictConfig
+from advbn_aug.recipe.core.config import ArmConfig, Overridable, check_shared
+from advbn_aug.recipe.core.evidence import Comparisons
 
-__all__ = ["ArmConfig", "RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "FULL", "SHORT", "TINY", "GPU", "PRESETS",
-           "GPU_WORKERS", "load_arms",
-           "PREFIX", "prefix_names", "check_shared", "Overridable"]
-
-_C = TypeVar("_C", bound="Overridable")
+__all__ = ["RecipeConfig", "DEFAULT_ARMS", "ARM_ORDER", "HYPOTHESES", "FULL", "SHORT", "TINY", "GPU", "PRESETS",
+           "GPU_WORKERS", "PREFIX", "prefix_names"]
 
 # The top-level modules of the CIFAR ResNets, in forward order. Every arm freezes the same prefix: the stem and
 # every stage up to and including the AdvBN layer (the paper's AdvBN prefix; with the default layer1 that is
@@ -35,68 +30,6 @@ def prefix_names(layer: str) -> tuple[str, ...]:
         raise ValueError(f"the recipe's advbn.layer must be one of the CIFAR ResNet stages {list(_STAGES[2:])}, got "
                          f"{layer!r} (the prefix frozen in every arm ends there)")
     return _STAGES[:_STAGES.index(layer) + 1]
-
-
-def _mixstyle_config() -> type:
-    from advbn_aug.feature.mixstyle import MixStyleConfig
-
-    return MixStyleConfig
-
-
-def _dsu_config() -> type:
-    from advbn_aug.feature.dsu import DSUConfig
-
-    return DSUConfig
-
-
-# feature-statistics augmenters an arm can add (their config classes, imported lazily)
-_STOCHASTIC_FEATURES = {"mixstyle": _mixstyle_config, "dsu": _dsu_config}
-
-
-@dataclass
-class ArmConfig(DictConfig):
-    """One arm. ``augmix``: AugMix views + JSD (paper settings: 2 views, severity 3, width 3, JSD weight 12);
-    ``deepaugment``: train on the clean subset mixed with its DeepAugment copies (CAE + EDSR); ``advbn``: AdvBN
-    after ``RecipeConfig.advbn['layer']``, with this arm's ``advbn_options`` (``AdvBNConfig`` keys, e.g. a cheaper
-    attack schedule) over the shared settings; ``features``: stochastic feature-statistics augmenters, one
-    ``PolicyConfig.features`` spec each (``{"type": "mixstyle", "layer": "layer1"}``, ``{"type": "dsu", ...}``);
-    ``train: false`` evaluates the pretrained model without fine-tuning."""
-
-    name: str
-    description: str = ""
-    augmix: bool = False
-    deepaugment: bool = False
-    advbn: bool = False
-    train: bool = True
-    advbn_options: dict[str, Any] = field(default_factory=dict)
-    features: list[dict[str, Any]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("_", "").isalnum():
-            raise ValueError(f"arm name must be a non-empty identifier (letters, digits, _), got {self.name!r}")
-        for spec in self.features:
-            if not isinstance(spec, dict) or spec.get("type") not in _STOCHASTIC_FEATURES:
-                raise ValueError(f"arm {self.name!r}: each features entry must be a dict with type one of "
-                                 f"{list(_STOCHASTIC_FEATURES)}, got {spec!r} (AdvBN is switched on with advbn: true)")
-            config_class = _STOCHASTIC_FEATURES[spec["type"]]()
-            config_class.from_dict({k: v for k, v in spec.items() if k != "type"})  # bad keys/values fail here
-        if self.advbn_options:
-            from advbn_aug.feature.config import AdvBNConfig
-
-            if not self.advbn:
-                raise ValueError(f"arm {self.name!r} sets advbn_options but not advbn: true")
-            if "layer" in self.advbn_options:
-                raise ValueError(f"arm {self.name!r}: the AdvBN layer is shared by every arm (it fixes the frozen "
-                                 "prefix); set it with --advbn-layer, not in advbn_options")
-            AdvBNConfig.from_dict(dict(self.advbn_options))  # unknown keys / bad values fail here, not mid-run
-
-    def to_dict(self) -> dict[str, Any]:
-        """As stored with each run; ``advbn_options`` only when set, so runs finished before it existed still match."""
-        d = super().to_dict()
-        for key in ("advbn_options", "features"):
-            if not d[key]:
-                del d[key]
-        return d
 
 
 DEFAULT_ARMS: dict[str, ArmConfig] = {a.name: a for a in (
@@ -129,60 +62,32 @@ DEFAULT_ARMS: dict[str, ArmConfig] = {a.name: a for a in (
 )}
 ARM_ORDER = tuple(DEFAULT_ARMS)
 
-
-def load_arms(folder: str | Path | None, base: dict[str, ArmConfig] | None = None) -> dict[str, ArmConfig]:
-    """The built-in arms (``base``, default the CIFAR-10 ones), updated with every ``*.yaml`` arm file in
-    ``folder`` (if given)."""
-    arms = dict(DEFAULT_ARMS if base is None else base)
-    if folder is None:
-        return arms
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"arms folder {folder} does not exist")
-    for path in sorted(folder.glob("*.yaml")):
-        arm = ArmConfig.from_yaml(path)
-        arms[arm.name] = arm
-    return arms
-
-
-def check_shared(cfg: Any, ints: tuple[str, ...], optional_ints: tuple[str, ...]) -> None:
-    """The checks every recipe config shares: ``ints`` are integers >= 1, ``optional_ints`` too or ``None``; distinct
-    seeds, a usable SGD schedule, at least one arm."""
-    for name in ints:
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    for name in optional_ints:
-        v = getattr(cfg, name)
-        if v is not None and (not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name} must be an integer >= 1 or null, got {v!r}")
-    if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
-        raise ValueError(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds!r}")
-    if not cfg.lr > 0 or not 0 <= cfg.decay_at <= 1 or not cfg.decay_rate > 0:
-        raise ValueError("need lr > 0, 0 <= decay_at <= 1 and decay_rate > 0")
-    if not cfg.arms:
-        raise ValueError("arms is empty: pass at least one arm")
-
-
-class Overridable(DictConfig):
-    """``with_overrides`` for the recipe configs."""
-
-    def with_overrides(self: _C, **kw: Any) -> _C:
-        """A copy with the given fields replaced (``None`` values are ignored; dict fields are merged)."""
-        data = self.to_dict()
-        for k, v in kw.items():
-            if v is None:
-                continue
-            if isinstance(data.get(k), dict) and isinstance(v, dict):
-                data[k] = {**data[k], **v}
-            else:
-                data[k] = v
-        return type(self).from_dict(data)
+# the comparisons of the table, hypothesis key -> (arm, its control, label); the first also bounds the clean cost
+# (0.5 points)
+HYPOTHESES: Comparisons = {
+    "advbn_vs_standard": ("advbn", "standard", "AdvBN vs standard"),
+    "augmix_advbn_vs_augmix": ("augmix_advbn", "augmix", "AugMix + AdvBN vs AugMix"),
+    "augmix_vs_standard": ("augmix", "standard", "AugMix vs standard"),
+    "mixstyle_vs_standard": ("mixstyle", "standard", "MixStyle vs standard"),
+    "dsu_vs_standard": ("dsu", "standard", "DSU vs standard"),
+    "advbn_vs_mixstyle": ("advbn", "mixstyle", "AdvBN vs MixStyle"),
+    "advbn_vs_dsu": ("advbn", "dsu", "AdvBN vs DSU"),
+    # the stacks (issue 23): does AdvBN add to DSU, DSU to AdvBN, AdvBN on a quarter of the batch, DSU to AugMix
+    "dsu_advbn_vs_dsu": ("dsu_advbn", "dsu", "DSU + AdvBN vs DSU"),
+    "dsu_advbn_vs_advbn": ("dsu_advbn", "advbn", "DSU + AdvBN vs AdvBN"),
+    "advbn_quarter_vs_advbn": ("advbn_quarter", "advbn", "AdvBN on a quarter of the batch vs AdvBN"),
+    "advbn_quarter_vs_standard": ("advbn_quarter", "standard", "AdvBN on a quarter of the batch vs standard"),
+    "augmix_dsu_vs_augmix": ("augmix_dsu", "augmix", "AugMix + DSU vs AugMix"),
+    "augmix_dsu_advbn_vs_augmix_dsu": ("augmix_dsu_advbn", "augmix_dsu", "AugMix + DSU + AdvBN vs AugMix + DSU"),
+    "deepaugment_augmix_advbn_vs_deepaugment_augmix": ("deepaugment_augmix_advbn", "deepaugment_augmix",
+                                                       "DeepAugment + AugMix + AdvBN vs DeepAugment + AugMix"),
+}
 
 
 @dataclass
 class RecipeConfig(Overridable):
-    """Everything the arms share. Fractions (``decay_at``) are of ``steps``.
+    """Everything the arms share. Fractions (``decay_at``) are of ``steps``. The training fields every benchmark has
+    follow :class:`~advbn_aug.recipe.core.config.TrainConfig` (declared here again for this file's field order).
 
     Args:
         model: ``resnet20`` or ``resnet56`` (akamaster pretrained CIFAR ResNets).
@@ -215,6 +120,8 @@ class RecipeConfig(Overridable):
         decoded: the ``decoded`` mode's test sets (``advbn_aug.recipe.cifar10.decoded``): decoder ``epochs`` and
             ``train_images``, AdvBN ``eps`` and ``steps`` of the attack, ``images`` (of the 1,000 lossless ones).
     """
+
+    benchmark: ClassVar[str] = "cifar10"
 
     model: str = "resnet20"
     arms: list[str] = field(default_factory=lambda: list(ARM_ORDER))
@@ -295,10 +202,6 @@ def _check_pin(pin: dict[Any, Any]) -> dict[str, str]:
             raise ValueError(f"stylized_sha256[{k!r}] must be a sha256 (64 lowercase hex digits), got {v!r}")
         out[f"{float(k):g}"] = v
     return out
-
-
-def digest(obj: Any, n: int = 12) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
 # the paper's fine-tuning settings (lr 0.001, x0.1 at half, momentum 0.9, wd 1e-4) over one pass of the 50,000

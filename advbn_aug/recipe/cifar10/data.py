@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from advbn_aug.recipe.cifar10.config import RecipeConfig, digest
-from advbn_aug.recipe.core.lock import _made_once
+from advbn_aug.recipe.cifar10.config import RecipeConfig
+from advbn_aug.recipe.core.config import digest
+from advbn_aug.recipe.core.data import class_balanced_subset
+from advbn_aug.recipe.core.lock import made_once
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -26,7 +28,7 @@ class RecipeData:
 
         self.data_dir = data_dir
         x, y = load_cifar10("train", data_dir)
-        self.train_x, self.train_y = _balanced_subset(x, y, cfg.train_subset, seed=0)
+        self.train_x, self.train_y = class_balanced_subset(x, y, cfg.train_subset, seed=0)
         xt, yt = load_cifar10("test", data_dir)
         n = len(xt) if cfg.clean_test_images is None else min(cfg.clean_test_images, len(xt))
         keep = np.sort(np.random.default_rng(0).permutation(len(xt))[:n])
@@ -60,22 +62,6 @@ class RecipeData:
                 f"{'n/a' if self.lossless_x is None else len(self.lossless_x)}")
 
 
-def _balanced_subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` images with (as far as possible) equal class counts, in a seeded random order."""
-    rng = np.random.default_rng(seed)
-    if n is None or n >= len(x):
-        perm = rng.permutation(len(x))
-        return x[perm], y[perm]
-    classes = np.unique(y)
-    per = n // len(classes)
-    picks = [rng.permutation(np.flatnonzero(y == c))[:per] for c in classes]
-    chosen = np.concatenate(picks)
-    rest = np.setdiff1d(np.arange(len(x)), chosen)
-    chosen = np.concatenate([chosen, rng.permutation(rest)[: n - len(chosen)]])
-    chosen = rng.permutation(chosen)
-    return x[chosen], y[chosen]
-
-
 def deepaugment_data(cfg: RecipeConfig, data: RecipeData, cache_root: Path, device: torch.device,
                      progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Train the DeepAugment nets on the training subset and write a DeepAugment copy of it per net, once.
@@ -87,7 +73,7 @@ def deepaugment_data(cfg: RecipeConfig, data: RecipeData, cache_root: Path, devi
     key = digest({"da": da, "model": cfg.model, "subset": cfg.train_subset,
                   "images": hashlib.sha1(data.train_x[:256].tobytes()).hexdigest(), "n": len(data.train_x)})
     folder = cache_root / f"deepaugment-{key}"
-    return _made_once(folder, lambda: _deepaugment_locked(da, folder, data, device, progress), "the DeepAugment data")
+    return made_once(folder, lambda: _deepaugment_locked(da, folder, data, device, progress), "the DeepAugment data")
 
 
 def _deepaugment_locked(da: dict[str, Any], folder: Path, data: RecipeData, device: torch.device, progress: bool

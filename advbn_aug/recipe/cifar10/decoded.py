@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from advbn_aug.recipe.cifar10.config import RecipeConfig, digest
-from advbn_aug.recipe.core.lock import _made_once
+from advbn_aug.recipe.cifar10.config import RecipeConfig
+from advbn_aug.recipe.core.config import digest
+from advbn_aug.recipe.core.lock import made_once
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -37,7 +38,7 @@ def decoded_sets(cfg: RecipeConfig, cache_root: Path, data_dir: str | Path | Non
                  progress: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{variant: (uint8 images (N, 32, 32, 3), labels (N,))}``, made once and cached (see the module doc)."""
     folder = cache_root / f"decoded-{decoded_key(cfg)}"
-    return _made_once(folder, lambda: _decoded_locked(cfg, folder, data_dir, progress), "the decoded test sets")
+    return made_once(folder, lambda: _decoded_locked(cfg, folder, data_dir, progress), "the decoded test sets")
 
 
 def _decoded_locked(cfg: RecipeConfig, folder: Path, data_dir: str | Path | None, progress: bool

@@ -13,6 +13,8 @@ from torch import nn
 from advbn_aug.recipe.cifar10.config import RecipeConfig
 from advbn_aug.recipe.cifar10.data import RecipeData
 
+__all__ = ["evaluate_cifar10", "fuse_for_eval"]
+
 
 def fuse_for_eval(model: nn.Module) -> nn.Module:
     """A copy of a CIFAR ResNet with every BatchNorm folded into its convolution, in ``channels_last`` memory format
@@ -37,8 +39,11 @@ def fuse_for_eval(model: nn.Module) -> nn.Module:
     return fused.to(memory_format=torch.channels_last)
 
 
-def _evaluate(model: nn.Module, cfg: RecipeConfig, data: RecipeData, device: torch.device, amp: bool, name: str,
-              out_dir: Path, cache_dir: str | None, progress: bool) -> dict[str, Any]:
+def evaluate_cifar10(model: nn.Module, cfg: RecipeConfig, data: RecipeData, device: torch.device, amp: bool,
+                     name: str, out_dir: Path, cache_dir: str | None, progress: bool) -> dict[str, Any]:
+    """The main evaluation's result fields: clean accuracy on the JPEG test set and the lossless images (and their
+    gap), mCA over the corruption grid (all corruptions and the benchmark 15) with its per-corruption and
+    per-severity breakdown, and the seconds it took; the corruption sets are cached in ``cache_dir``."""
     from advbn_aug.eval import BENCHMARK_CORRUPTIONS, EvalConfig, evaluate_corruptions, predict
     from advbn_aug.models.cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
 

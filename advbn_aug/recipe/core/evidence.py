@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "Metrics", "metric_value", "stat", "confidence_interval", "interval_text", "arm_metrics",
-           "evidence_matrix", "format_evidence", "get_path", "adv_or_clean"]
+__all__ = ["METRICS", "Metrics", "Comparisons", "metric_value", "stat", "confidence_interval", "interval_text",
+           "arm_metrics", "evidence_matrix", "format_evidence", "get_path", "adv_or_clean"]
 
 Result = dict[str, Any]
 # metric key -> (label, reader of one run's value); METRICS are the CIFAR-10 recipe's, other benchmarks pass theirs
 Metrics = dict[str, tuple[str, Callable[[Result], Any]]]
+# comparison key -> (arm, its control, label): the columns of the evidence matrix, in order
+Comparisons = dict[str, tuple[str, str, str]]
 
 
 def stat(values: list[float]) -> dict[str, float | int]:
@@ -129,7 +131,7 @@ def arm_metrics(by_arm: dict[str, list[Result]], metrics: Metrics | None = None
     return out
 
 
-def evidence_matrix(by_arm: dict[str, list[Result]], comparisons: dict[str, tuple[str, str, str]],
+def evidence_matrix(by_arm: dict[str, list[Result]], comparisons: Comparisons,
                     metrics: Metrics | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """``{comparison: {metric: {mean, std, n, seeds, lo, hi, excludes_zero}}}`` of per-seed differences
     ``a - b`` over the seeds where both arms have the metric (comparisons: ``key -> (a, b, label)``)."""
@@ -160,7 +162,7 @@ def _cell(c: dict[str, Any] | None) -> str:
     return f"{100 * c['mean']:+.2f} [{100 * c['lo']:+.2f}, {100 * c['hi']:+.2f}] (n={c['n']}){mark}"
 
 
-def format_evidence(doc: dict[str, Any], comparisons: dict[str, tuple[str, str, str]],
+def format_evidence(doc: dict[str, Any], comparisons: Comparisons,
                     metrics: Metrics | None = None, title: str = "Evaluation modes") -> list[str]:
     """Markdown lines: the per-arm means of every evaluation mode, then the paired-difference matrix."""
     metrics = METRICS if metrics is None else metrics

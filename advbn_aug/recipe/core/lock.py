@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
+__all__ = ["run_lock", "made_once"]
+
 T = TypeVar("T")
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
 
 @contextlib.contextmanager
-def _run_lock(folder: Path) -> Iterator[bool]:
+def run_lock(folder: Path) -> Iterator[bool]:
     """A per-run lock file so several background processes can share the work; yields False if taken."""
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / "run.lock"
@@ -45,11 +47,11 @@ def _run_lock(folder: Path) -> Iterator[bool]:
     yield False
 
 
-def _made_once(folder: Path, make: Callable[[], T], what: str, poll_seconds: float = 10.0) -> T:
+def made_once(folder: Path, make: Callable[[], T], what: str, poll_seconds: float = 10.0) -> T:
     """``make()`` under ``folder``'s lock: one process makes (or reads back) a shared cache, concurrent workers wait
     for it and then read it themselves."""
     while True:
-        with _run_lock(folder) as mine:
+        with run_lock(folder) as mine:
             if mine:
                 return make()
         log.info("waiting for another process to finish %s in %s", what, folder)

@@ -10,6 +10,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -68,12 +69,14 @@ def _one_set(corruption: str, severity: int) -> bool:
                          cache_dir=_POOL["cache_dir"], fingerprint=_POOL["fingerprint"])[1]
 
 
-def run_workers(n: int, cfg: Any, kwargs: dict[str, Any]) -> None:
-    """Start ``n`` processes, each running ``run_recipe(cfg, **kwargs)`` without writing the table, and wait for
-    them; raises :class:`WorkerError` naming the ones that failed (the others' runs are kept)."""
+def run_workers(n: int, run: Callable[..., Any], cfg: Any, kwargs: dict[str, Any]) -> None:
+    """Start ``n`` processes, each calling ``run(cfg, **kwargs, workers=1, table=False, progress=False)`` (``run``:
+    :func:`~advbn_aug.recipe.core.runner.run_recipe`, a module-level function, so that it reaches the spawned
+    processes), and wait for them; raises :class:`WorkerError` naming the ones that failed (the others' runs are
+    kept)."""
     threads = max(1, (os.cpu_count() or 1) // n)
     ctx = mp.get_context("spawn")  # CUDA cannot be used in a forked process
-    procs = [ctx.Process(target=_worker, args=(i, cfg, kwargs, threads), name=f"recipe-worker-{i}")
+    procs = [ctx.Process(target=_worker, args=(i, run, cfg, kwargs, threads), name=f"recipe-worker-{i}")
              for i in range(n)]
     log.info("starting %d worker processes (%d CPU threads each) on %s", n, threads, kwargs.get("runs_dir"))
     try:  # a SIGTERM (timeout, a job scheduler) stops the workers too, like Ctrl-C, and the table is still written
@@ -103,7 +106,7 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}: stopping the workers")
 
 
-def _worker(i: int, cfg: Any, kwargs: dict[str, Any], threads: int) -> None:
+def _worker(i: int, run: Callable[..., Any], cfg: Any, kwargs: dict[str, Any], threads: int) -> None:
     """One worker process: its log lines on stderr prefixed ``[worker i]``; the runs no other process holds."""
     import torch
 
@@ -114,7 +117,5 @@ def _worker(i: int, cfg: Any, kwargs: dict[str, Any], threads: int) -> None:
     handler.setFormatter(logging.Formatter(f"[worker {i}] %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
-    from advbn_aug.recipe.core.runner import run_recipe
-
-    run_recipe(cfg, **{**kwargs, "workers": 1, "table": False, "progress": False})
+    run(cfg, **{**kwargs, "workers": 1, "table": False, "progress": False})
 

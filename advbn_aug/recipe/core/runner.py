@@ -14,21 +14,23 @@ from typing import Any
 import torch
 
 from advbn_aug.device import resolve_device
-from advbn_aug.recipe.cifar10.config import ArmConfig, RecipeConfig, digest, load_arms
-from advbn_aug.recipe.cifar10.data import RecipeData, deepaugment_data
-from advbn_aug.recipe.cifar10.eval_modes import evaluate_extras, load_run_model, missing_extras
 from advbn_aug.recipe.core.benchmark import benchmark_of
-from advbn_aug.recipe.core.lock import _run_lock
+from advbn_aug.recipe.core.config import ArmConfig, digest, load_arms
+from advbn_aug.recipe.core.eval_modes import evaluate_extras, load_run_model, missing_extras
+from advbn_aug.recipe.core.lock import run_lock
 from advbn_aug.recipe.core.provenance import code_version
 from advbn_aug.recipe.core.train import (
-    _train,
     deterministic_algorithms,
     export_state_dict,
     load_fresh_model,
     sha256_file,
+    train_arm,
 )
 
+__all__ = ["run_recipe", "run_arm", "device_name"]
+
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
+
 
 def _run_logger(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +46,7 @@ def _evaluate(model: torch.nn.Module, cfg: Any, data: Any, device: torch.device,
     return benchmark_of(cfg).evaluate(model, cfg, data, device, amp, name, out_dir, cache_dir, progress)
 
 
-def _finished(path: Path, cfg: RecipeConfig, arm: ArmConfig) -> dict[str, Any] | None:
+def _finished(path: Path, cfg: Any, arm: ArmConfig) -> dict[str, Any] | None:
     """The result stored at ``path`` if it is a finished run of ``arm`` with ``cfg``'s settings."""
     if not path.is_file():
         return None
@@ -54,7 +56,7 @@ def _finished(path: Path, cfg: RecipeConfig, arm: ArmConfig) -> dict[str, Any] |
     return old if same else None
 
 
-def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs_dir: Path, *,
+def run_arm(cfg: Any, arm: ArmConfig, seed: int, data: Any, runs_dir: Path, *,
             device: torch.device, amp: bool = True, cache_dir: str | None = None, progress: bool = True,
             force: bool = False, log_dir: Path | None = None, archive_dir: Path | None = None
             ) -> dict[str, Any] | None:
@@ -73,7 +75,7 @@ def run_arm(cfg: RecipeConfig, arm: ArmConfig, seed: int, data: RecipeData, runs
                 break  # finished, but evaluation modes are missing and the model is here: add them
             log.info("skip %s seed %d: finished (%s)", arm.name, seed, path)
             return old
-    with _run_lock(run_dir) as mine:
+    with run_lock(run_dir) as mine:
         if not mine:
             log.info("skip %s seed %d: another process is running it", arm.name, seed)
             return None
@@ -116,9 +118,9 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
             model = bench.untrained(cfg, data, device) if bench.untrained is not None else load_fresh_model(cfg)[0]
             info: dict[str, Any] = {"history": [], "train_seconds": 0.0, "trainable_parameters": 0}
         else:
-            extra = deepaugment_data(cfg, data, runs_dir / "_cache", device, progress) if arm.deepaugment else None
+            extra = _deepaugment(bench, cfg, arm, data, runs_dir, device, progress)
             with deterministic_algorithms():
-                model, info = _train(cfg, arm, seed, data, run_dir, device, amp, extra, progress)
+                model, info = train_arm(cfg, arm, seed, data, run_dir, device, amp, extra, progress)
         state = export_state_dict(model, keys)
         tmp = model_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -146,6 +148,17 @@ def _run_arm_locked(cfg, arm, seed, data, run_dir, device, amp, cache_dir, progr
 
 
 _EMA_FILES = ("model_ema.pt", "model_ema_adv.pt")
+
+
+def _deepaugment(bench: Any, cfg: Any, arm: ArmConfig, data: Any, runs_dir: Path, device: torch.device,
+                 progress: bool) -> Any:
+    """The DeepAugment images added to the training pool of an arm with ``deepaugment: true`` (``None`` otherwise),
+    made once under ``runs_dir/_cache``."""
+    if not arm.deepaugment:
+        return None
+    if bench.deepaugment_data is None:
+        raise ValueError(f"arm {arm.name!r} asks for DeepAugment data, which the {bench.name} benchmark does not have")
+    return bench.deepaugment_data(cfg, data, runs_dir / "_cache", device, progress)
 
 
 def _evaluate_average(cfg: Any, arm: ArmConfig, seed: int, data: Any, run_dir: Path, meta: dict[str, Any],
@@ -186,7 +199,7 @@ def _check_one_device(found: Sequence[dict[str, Any]], device_type: str | None, 
                          "table's defaults, --preset gpu: recipes/cifar10/results_gpu and runs/cifar10-gpu)")
 
 
-def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, data_dir: str | Path | None = None,
+def run_recipe(cfg: Any, *, output: str | Path, runs_dir: str | Path, data_dir: str | Path | None = None,
                arms_dir: str | Path | None = None, device: str | None = None, amp: bool = True,
                cache_dir: str | None = None, progress: bool = True, force: bool = False,
                commands: Sequence[str] = (), collect_only: bool = False,
@@ -202,6 +215,8 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     unknown = [a for a in cfg.arms if a not in arms]
     if unknown:
         raise ValueError(f"unknown arm(s) {unknown}; known arms: {list(arms)}")
+    if bench.deepaugment_data is None and any(arms[a].deepaugment for a in cfg.arms):
+        raise ValueError(f"the {bench.name} benchmark has no DeepAugment data: drop the arms with deepaugment: true")
     output, runs_dir = Path(output), Path(runs_dir)
     archive = output / "runs"
     folders = f"{runs_dir} and {archive}"
@@ -233,15 +248,15 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     results: list[dict[str, Any]] = []
     doc: dict[str, Any] = {}
     if workers > 1:
-        from advbn_aug.recipe.core.parallel import build_corruption_cache, run_workers
+        from advbn_aug.recipe.core.parallel import run_workers
 
-        if bench.name == "cifar10":
-            build_corruption_cache(data.eval_x, cfg.corruptions, cfg.severities, cache_dir, os.cpu_count() or 1)
+        if bench.prepare_workers is not None:
+            bench.prepare_workers(cfg, data, cache_dir, os.cpu_count() or 1)
         del data
         kwargs = dict(output=output, runs_dir=runs_dir, data_dir=data_dir, arms_dir=arms_dir, device=str(dev),
                       amp=amp, cache_dir=cache_dir)
         try:
-            run_workers(workers, cfg, kwargs)
+            run_workers(workers, run_recipe, cfg, kwargs)
         finally:
             results = collect()
             if results:
@@ -265,7 +280,7 @@ def run_recipe(cfg: RecipeConfig, *, output: str | Path, runs_dir: str | Path, d
     return doc
 
 
-def _collect(cfg: RecipeConfig, jobs: Sequence[tuple[ArmConfig, int]], runs_dir: Path,
+def _collect(cfg: Any, jobs: Sequence[tuple[ArmConfig, int]], runs_dir: Path,
              archive: Path | None = None) -> list[dict[str, Any]]:
     """The finished results (same settings) of ``jobs``: from ``runs_dir``, else from the committed ``archive``."""
     found = []

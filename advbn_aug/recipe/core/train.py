@@ -1,6 +1,7 @@
-"""Fine-tuning one arm: the pretrained model, its frozen prefix, the arm's policy, the learning-rate schedule, the
-random crop + flip, the resumable training loop, and the export of a plain ``state_dict``. The loop is shared by the
-benchmarks; the model, prefix, crop and normalisation come from the config's :class:`~.benchmark.Benchmark`."""
+"""Fine-tuning one arm: the arm's policy, the learning-rate schedule, the resumable training loop, the weight
+average, and the export of a plain ``state_dict``. The loop is shared by the benchmarks; the model, its frozen
+prefix, the training-time augmentation and the normalisation come from the config's
+:class:`~advbn_aug.recipe.core.benchmark.Benchmark`."""
 
 from __future__ import annotations
 
@@ -16,33 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from advbn_aug.recipe.cifar10.config import ArmConfig, RecipeConfig, digest, prefix_names
-from advbn_aug.recipe.cifar10.data import RecipeData
 from advbn_aug.recipe.core.benchmark import benchmark_of
+from advbn_aug.recipe.core.config import ArmConfig, digest
 from advbn_aug.recipe.core.ema import WeightAverage
 
+__all__ = ["train_arm", "load_fresh_model", "prefix_modules_of", "export_state_dict", "sha256_file",
+           "deterministic_algorithms"]
+
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
-
-
-def _load_model(cfg: RecipeConfig) -> tuple[nn.Module, list[str]]:
-    from advbn_aug.models.cifar_resnet import load_pretrained_cifar_resnet
-
-    depth = int(cfg.model.removeprefix("resnet"))
-    model = load_pretrained_cifar_resnet(depth)
-    return model, pretrained_keys(depth)
-
-
-def pretrained_keys(depth: int) -> list[str]:
-    """The keys of the pretrained weights file (``module.`` stripped), in file order."""
-    from advbn_aug.models.cifar_resnet import _default_weights
-
-    state = torch.load(_default_weights(depth), map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    return [k.removeprefix("module.") for k in state]
-
-
-def _prefix_modules(model: nn.Module, cfg: RecipeConfig) -> list[nn.Module]:
-    return [getattr(model, name) for name in prefix_names(cfg.advbn.get("layer", "layer1"))]
 
 
 def load_fresh_model(cfg: Any) -> tuple[nn.Module, list[str]]:
@@ -68,26 +50,12 @@ def export_state_dict(model: nn.Module, keys: Sequence[str]) -> dict[str, torch.
 
 
 def sha256_file(path: str | Path) -> str:
+    """The sha256 hex digest of the file at ``path``."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _random_crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Per-image random crop (zero padding ``pad``) and horizontal flip, as in the pretrained model's training."""
-    n, _, h, w = x.shape
-    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    ox = torch.randint(0, 2 * pad + 1, (n,))
-    oy = torch.randint(0, 2 * pad + 1, (n,))
-    rows = (oy.view(n, 1) + torch.arange(h).view(1, h)).to(x.device)
-    cols = (ox.view(n, 1) + torch.arange(w).view(1, w)).to(x.device)
-    idx = torch.arange(n, device=x.device).view(n, 1, 1, 1)
-    ch = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
-    out = xp[idx, ch, rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
-    flip = (torch.rand(n) < 0.5).to(x.device).view(n, 1, 1, 1)
-    return torch.where(flip, out.flip(-1), out)
 
 
 def _build_policy(cfg: Any, arm: ArmConfig):
@@ -104,7 +72,7 @@ def _build_policy(cfg: Any, arm: ArmConfig):
     return Policy(pc)
 
 
-def _lr_at(cfg: RecipeConfig, step: int) -> float:
+def _lr_at(cfg: Any, step: int) -> float:
     return cfg.lr * (cfg.decay_rate if step >= int(round(cfg.decay_at * cfg.steps)) else 1.0)
 
 
@@ -139,8 +107,12 @@ def _read_resume_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     return ck
 
 
-def _train(cfg: Any, arm: ArmConfig, seed: int, data: RecipeData, run_dir: Path, device: torch.device,
-           amp: bool, extra: tuple[np.ndarray, np.ndarray] | None, progress: bool) -> tuple[nn.Module, dict]:
+def train_arm(cfg: Any, arm: ArmConfig, seed: int, data: Any, run_dir: Path, device: torch.device, amp: bool,
+              extra: tuple[np.ndarray, np.ndarray] | None, progress: bool) -> tuple[nn.Module, dict]:
+    """Fine-tune ``arm`` with ``seed`` on ``data.train_x`` / ``train_y`` (uint8 NHWC, and ``extra`` images added to
+    the pool), resuming from ``run_dir/ckpt.pt`` when it holds this training; writes ``model_adv.pt`` (AdvBN arms)
+    and the weight average (``ema_decay``) to ``run_dir``. Returns the plain model (CPU, eval mode) and the facts
+    ``train.json`` records (loss history, seconds, trainable parameters, ...)."""
     bench = benchmark_of(cfg)
     model, keys = bench.load_model(cfg)
     for m in bench.prefix_modules(model, cfg):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from advbn_aug.recipe.core.config import train_overrides
 from advbn_aug.recipe.pacs.config import PACS_PRESETS, PROTOCOLS, PACSConfig, ema_decay_for
 
 __all__ = ["add_pacs_arguments", "pacs_config_from_args", "pacs_default_folders"]
@@ -46,12 +47,8 @@ def pacs_config_from_args(args: argparse.Namespace, advbn: dict | None) -> PACSC
     protocol = args.protocol or base.protocol
     domain = args.domain or (base.domain if protocol == base.protocol else
                              {"single_source": "photo", "leave_one_out": "sketch"}[protocol])
-    cfg = base.with_overrides(
-        protocol=protocol, domain=domain, img_size=args.img_size, test_images=args.test_images, arms=args.arms,
-        seeds=args.seeds, steps=args.steps, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-        weight_decay=args.weight_decay, decay_rate=args.decay_rate, decay_at=args.decay_at,
-        train_subset=args.train_subset, advbn=advbn or None, eval_batch_size=args.eval_batch_size,
-        checkpoint_interval=args.checkpoint_interval, extras=[] if args.extras == ["none"] else args.extras)
+    cfg = base.with_overrides(**train_overrides(args), protocol=protocol, domain=domain, img_size=args.img_size,
+                              test_images=args.test_images, advbn=advbn or None)
     decay = getattr(args, "ema_decay", None)
     if decay is None:
         return cfg

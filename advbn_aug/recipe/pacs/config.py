@@ -14,8 +14,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, ArmConfig, Overridable, check_shared
-from advbn_aug.recipe.cifar10.table import _HYPOTHESES
+from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, HYPOTHESES
+from advbn_aug.recipe.core.config import ArmConfig, Overridable, check_shared
+from advbn_aug.recipe.core.evidence import Comparisons
 
 __all__ = ["PACSConfig", "PACS_ARMS", "PACS_ARM_ORDER", "PACS_LAYERS", "PACS_COMPARISONS", "PACS_PRESETS",
            "PACS_FULL", "PACS_TINY", "PACS_LOO_SKETCH", "PROTOCOLS", "TRAIN_IMAGES", "pacs_prefix_names",
@@ -60,7 +61,7 @@ _SINGLE_SOURCE_ARMS = ("standard", "advbn", "augmix", "augmix_advbn", "mixstyle"
 
 # comparison key -> (arm, its control, label), each a column of the paired-difference matrix: the CIFAR-10 recipe's
 # that apply (no DeepAugment arms here), and AugMix alone against standard
-PACS_COMPARISONS = {k: v for k, v in _HYPOTHESES.items() if v[0] in PACS_ARMS and v[1] in PACS_ARMS}
+PACS_COMPARISONS: Comparisons = {k: v for k, v in HYPOTHESES.items() if v[0] in PACS_ARMS and v[1] in PACS_ARMS}
 PACS_COMPARISONS["augmix_vs_standard"] = ("augmix", "standard", "AugMix vs standard")
 
 # training images of each task (the shared copy's counts; tests/recipe/pacs/test_config.py checks them): all 1,670
@@ -86,7 +87,9 @@ def ema_decay_for(steps: int) -> float:
 
 @dataclass
 class PACSConfig(Overridable):
-    """Everything the arms of one PACS task share. Fractions (``decay_at``) are of ``steps``.
+    """Everything the arms of one PACS task share. Fractions (``decay_at``) are of ``steps``. The training fields
+    every benchmark has follow :class:`~advbn_aug.recipe.core.config.TrainConfig` (declared here again for this
+    file's field order).
 
     Args:
         protocol, domain: ``single_source`` from ``domain`` (default photo) or ``leave_one_out`` with ``domain`` as

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from advbn_aug.recipe.cifar10.data import _balanced_subset
+from advbn_aug.recipe.core.data import class_balanced_subset
 from advbn_aug.recipe.pacs.config import PACSConfig, pacs_prefix_names
 
 __all__ = ["PACSData", "load_pacs_model", "load_pacs_export", "pacs_prefix_modules", "random_resized_crop_flip",
-           "PACS_MEAN", "PACS_STD"]
+           "augment", "PACS_MEAN", "PACS_STD"]
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -39,7 +39,7 @@ def _pick(targets: list[int], n: int | None) -> np.ndarray:
     y = np.asarray(targets, dtype=np.int64)
     if n is None or n >= len(y):
         return np.arange(len(y))
-    return np.sort(_balanced_subset(np.arange(len(y)), y, n, seed=0)[0])
+    return np.sort(class_balanced_subset(np.arange(len(y)), y, n, seed=0)[0])
 
 
 class PACSData:
@@ -134,3 +134,9 @@ def random_resized_crop_flip(x: torch.Tensor, scale: tuple[float, float] = (0.7,
     theta[:, 1, 1], theta[:, 1, 2] = h, cy
     grid = torch.nn.functional.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def augment(x: torch.Tensor, cfg: PACSConfig) -> torch.Tensor:
+    """The training-time augmentation of a float NCHW batch in [0, 1]: :func:`random_resized_crop_flip` with the
+    config's ``crop_scale`` (looked up when called, so a test can replace it)."""
+    return random_resized_crop_flip(x, tuple(cfg.crop_scale))

@@ -13,16 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from advbn_aug.recipe.cifar10.config import ArmConfig
-from advbn_aug.recipe.cifar10.table import (
-    cost_cells,
-    fmt_stat,
-    group_by_arm,
-    missing_runs,
-    model_lines,
-    run_facts,
-    write_table_files,
-)
+from advbn_aug.recipe.core.config import ArmConfig
 from advbn_aug.recipe.core.evidence import (
     Metrics,
     adv_or_clean,
@@ -33,6 +24,15 @@ from advbn_aug.recipe.core.evidence import (
     stat,
 )
 from advbn_aug.recipe.core.plot import save_chart
+from advbn_aug.recipe.core.table import (
+    cost_cells,
+    fmt_stat,
+    group_by_arm,
+    missing_runs,
+    model_lines,
+    run_facts,
+    write_table_files,
+)
 from advbn_aug.recipe.pacs.config import PACS_COMPARISONS, PACSConfig, pacs_prefix_names
 
 __all__ = ["pacs_metrics", "aggregate_pacs", "format_pacs_table", "short_table_pacs", "plot_pacs", "pacs_headline",

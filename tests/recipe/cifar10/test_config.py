@@ -40,12 +40,13 @@ def test_round_trip_through_a_dict():
 
 # ---------------------------------------------------------------------------------------------- per-arm AdvBN options
 def test_arm_advbn_options_reach_the_policy_and_round_trip(tmp_path):
-    from advbn_aug.recipe.cifar10.config import ArmConfig, load_arms
+    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS
+    from advbn_aug.recipe.core.config import ArmConfig, load_arms
     from advbn_aug.recipe.core.train import _build_policy
 
     arm = ArmConfig("advbn_fgsm", advbn=True, advbn_options={"steps": 1, "random_start": True, "step_size": 1.375})
     arm.to_yaml(tmp_path / "advbn_fgsm.yaml")
-    loaded = load_arms(tmp_path)["advbn_fgsm"]
+    loaded = load_arms(tmp_path, DEFAULT_ARMS)["advbn_fgsm"]
     assert loaded == arm
     ((feature, _),) = _build_policy(RecipeConfig(), loaded).features
     c = feature.advbn.config
@@ -67,19 +68,20 @@ def test_arm_without_options_keeps_its_stored_form():
     ({"advbn": True, "advbn_options": {"attack_every": 0}}, "attack_every must be"),
 ])
 def test_bad_arm_advbn_options_are_named(kw, match):
-    from advbn_aug.recipe.cifar10.config import ArmConfig
+    from advbn_aug.recipe.core.config import ArmConfig
 
     with pytest.raises(ValueError, match=match):
         ArmConfig("x", **kw)
 
 
 def test_recipe_yaml_files_match_builtins():
-    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, FULL, SHORT, TINY, load_arms
+    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, FULL, SHORT, TINY
+    from advbn_aug.recipe.core.config import load_arms
 
     folder = REPO / "recipes" / "cifar10" / "configs"
     if not folder.is_dir():
         pytest.skip("recipes/cifar10/configs not in this checkout")
-    arms = load_arms(folder / "arms")
+    arms = load_arms(folder / "arms", DEFAULT_ARMS)
     assert {k: v.to_dict() for k, v in arms.items()} == {k: v.to_dict() for k, v in DEFAULT_ARMS.items()}
     assert RecipeConfig.from_yaml(folder / "full.yaml") == FULL
     assert RecipeConfig.from_yaml(folder / "tiny.yaml") == TINY
@@ -87,7 +89,7 @@ def test_recipe_yaml_files_match_builtins():
 
 
 def test_arm_features_are_validated():
-    from advbn_aug.recipe.cifar10.config import ArmConfig
+    from advbn_aug.recipe.core.config import ArmConfig
 
     with pytest.raises(ValueError, match="type one of"):
         ArmConfig("x", features=[{"type": "advbn", "layer": "layer1"}])

@@ -37,8 +37,8 @@ def painter(monkeypatch):
 def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter, monkeypatch):
     import advbn_aug.recipe.core.runner as runner
     from advbn_aug.recipe import code_version, run_recipe
-    from advbn_aug.recipe.cifar10.eval_modes import extra_key
-    from advbn_aug.recipe.cifar10.table import commit_label
+    from advbn_aug.recipe.core.eval_modes import extra_key
+    from advbn_aug.recipe.core.table import commit_label
 
     cfg = toy_config(arms=["standard", "advbn"], corruptions=["contrast"])
     out, runs = tmp_path / "o", tmp_path / "r"
@@ -49,7 +49,7 @@ def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter
     def boom(*a, **k):
         raise AssertionError("adding evaluation modes must not retrain")
 
-    monkeypatch.setattr(runner, "_train", boom)
+    monkeypatch.setattr(runner, "train_arm", boom)
     cfg2 = cfg.with_overrides(extras=["adv_route", "tta", "stylized", "decoded"], tta_images=8,
                               stylized={"images": 10, "strengths": [0.5, 1.0]},
                               decoded={"epochs": 1, "train_images": 64, "steps": 1, "images": 20})
@@ -152,7 +152,7 @@ def test_stylized_pin_is_checked_and_its_keys_read_as_in_results():
 
 def test_missing_extras_and_keys():
     from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS
-    from advbn_aug.recipe.cifar10.eval_modes import extra_key, missing_extras
+    from advbn_aug.recipe.core.eval_modes import extra_key, missing_extras
 
     cfg = toy_config(extras=["adv_route", "tta"])
     assert missing_extras(cfg, DEFAULT_ARMS["standard"], {}) == ["tta"]  # one route without AdvBN

@@ -27,7 +27,8 @@ def toy_run(tmp_path_factory):
 
 @needs_data
 def test_toy_run_writes_results_and_plain_state_dicts(toy_run):
-    from advbn_aug.recipe.core.train import pretrained_keys, sha256_file
+    from advbn_aug.models.cifar_resnet import pretrained_keys
+    from advbn_aug.recipe.core.train import sha256_file
 
     cfg, root, doc = toy_run
     out = root / "results"
@@ -75,7 +76,7 @@ def test_resume_skips_finished_runs(toy_run, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a finished run was recomputed")
 
-    monkeypatch.setattr(runner, "_train", boom)
+    monkeypatch.setattr(runner, "train_arm", boom)
     monkeypatch.setattr(runner, "_evaluate", boom)
     doc2 = runner.run_recipe(cfg, output=root / "results", runs_dir=root / "runs", progress=False,
                              cache_dir=str(root / "cache"))
@@ -84,13 +85,13 @@ def test_resume_skips_finished_runs(toy_run, monkeypatch):
 
 @needs_data
 def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
-    import advbn_aug.recipe.core.train as train
+    import advbn_aug.recipe.cifar10.model as model
     from advbn_aug.recipe import run_recipe
 
     cfg = toy_config(arms=["advbn"], steps=3, checkpoint_interval=1, corruptions=["contrast"])
     ref = run_recipe(cfg, output=tmp_path / "a", runs_dir=tmp_path / "ra", progress=False,
                      cache_dir=str(tmp_path / "cache"))
-    real, calls = train._random_crop_flip, {"n": 0}
+    real, calls = model.random_crop_flip, {"n": 0}
 
     def flaky(x):
         calls["n"] += 1
@@ -98,14 +99,14 @@ def test_interrupted_training_resumes_exactly(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated stop at step 3")
         return real(x)
 
-    monkeypatch.setattr(train, "_random_crop_flip", flaky)
+    monkeypatch.setattr(model, "random_crop_flip", flaky)
     with pytest.raises(KeyboardInterrupt):
         run_recipe(cfg, output=tmp_path / "b", runs_dir=tmp_path / "rb", progress=False,
                    cache_dir=str(tmp_path / "cache"))
     ck = torch.load(tmp_path / "rb" / "advbn" / "seed0" / "ckpt.pt", weights_only=False)
     assert ck["step"] == 2
     assert not (tmp_path / "rb" / "advbn" / "seed0" / "run.lock").exists()
-    monkeypatch.setattr(train, "_random_crop_flip", real)
+    monkeypatch.setattr(model, "random_crop_flip", real)
     out = run_recipe(cfg, output=tmp_path / "b", runs_dir=tmp_path / "rb", progress=False,
                      cache_dir=str(tmp_path / "cache"))
     a = torch.load(tmp_path / "ra" / "advbn" / "seed0" / "model.pt", weights_only=True)
@@ -139,13 +140,15 @@ def test_unknown_arm_and_missing_data(tmp_path):
 @needs_data
 def test_collect_only_runs_nothing(toy_run, tmp_path, monkeypatch):
     import advbn_aug.recipe.core.runner as runner
+    from advbn_aug.recipe.cifar10.data import RecipeData
 
     cfg, root, doc = toy_run
 
     def boom(*a, **k):
         raise AssertionError("--collect must not load data or train")
 
-    monkeypatch.setattr(runner, "RecipeData", boom)
+    monkeypatch.setattr(RecipeData, "__init__", boom)
+    monkeypatch.setattr(runner, "train_arm", boom)
     doc2 = runner.run_recipe(cfg, output=tmp_path / "o", runs_dir=root / "runs", collect_only=True)
     assert list(doc2["arms"]) == list(doc["arms"]) and (tmp_path / "o" / "results.md").is_file()
 
@@ -183,7 +186,7 @@ def test_committed_result_copies_rebuild_the_table_and_skip_the_run(toy_run, tmp
     def boom(*a, **k):
         raise AssertionError("archived runs must not be trained again")
 
-    monkeypatch.setattr(runner, "_train", boom)
+    monkeypatch.setattr(runner, "train_arm", boom)
     doc2 = runner.run_recipe(cfg, output=out, runs_dir=tmp_path / "empty-runs", progress=False,
                              cache_dir=str(root / "cache"))
     assert list(doc2["arms"]) == list(doc["arms"]) and doc2["missing"] == []
@@ -281,7 +284,8 @@ def test_corrupt_model_file_of_a_run_folder_is_refused_naming_the_file(tmp_path,
     """Issue 22 item 12: a corrupt exported model.pt of a trained run (train.json there, result.json not yet), or of
     a finished run that the runner reuses to add evaluation modes, is an error naming the file and the remedy."""
     from advbn_aug.eval.checkpoint import CheckpointError
-    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, digest
+    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS
+    from advbn_aug.recipe.core.config import digest
     from advbn_aug.recipe.core.runner import run_arm
 
     arm, cfg = DEFAULT_ARMS["standard"], toy_config(arms=["standard"], extras=["tta"])

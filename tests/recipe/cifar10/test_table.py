@@ -62,7 +62,9 @@ def test_hypotheses_pair_arms_by_seed(tmp_path):
 
 
 def test_confidence_interval_matches_the_t_formula_and_says_when_it_excludes_zero():
-    from advbn_aug.recipe.cifar10.table import _interval_text, _stat, confidence_interval
+    from advbn_aug.recipe.core.evidence import confidence_interval
+    from advbn_aug.recipe.core.evidence import interval_text as _interval_text
+    from advbn_aug.recipe.core.evidence import stat as _stat
 
     st = _stat([0.010, 0.012, 0.008, 0.011, 0.009])  # mean 0.01, sd 0.00158, n 5; t(0.975, 4) = 2.776
     lo, hi = confidence_interval(st)

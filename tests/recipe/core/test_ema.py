@@ -1,4 +1,4 @@
-"""Weight averaging in the recipe's training loop (advbn_aug.recipe.core.ema, train._train with ``ema_decay``): the
+"""Weight averaging in the recipe's training loop (advbn_aug.recipe.core.ema, train.train_arm with ``ema_decay``): the
 trained model is bit-identical with and without it, the average is exported through both BatchNorm routes, and an
 interrupted run resumes to the same average. One toy PACS arm (AdvBN + DSU: both routes, and DSU's random draws)
 on synthetic 16 px images and a random stand-in for the ImageNet weights; the runs are shared by the tests."""
@@ -13,9 +13,9 @@ import torch
 
 
 def _train_run(cfg, run_dir, interrupt_at: int | None = None):
-    """``_train`` as the runner calls it; ``interrupt_at``: a KeyboardInterrupt in that step's crop (1-based)."""
+    """``train_arm`` as the runner calls it; ``interrupt_at``: a KeyboardInterrupt in that step's crop (1-based)."""
     import advbn_aug.recipe.pacs.data as pd
-    from advbn_aug.recipe.core.train import _train, deterministic_algorithms
+    from advbn_aug.recipe.core.train import deterministic_algorithms, train_arm
     from advbn_aug.recipe.pacs.config import PACS_ARMS
 
     rng = np.random.default_rng(0)
@@ -33,8 +33,8 @@ def _train_run(cfg, run_dir, interrupt_at: int | None = None):
     pd.random_resized_crop_flip = crop
     try:
         with deterministic_algorithms():
-            model, info = _train(cfg, PACS_ARMS["dsu_advbn"], 0, data, run_dir, torch.device("cpu"), False, None,
-                                 False)
+            model, info = train_arm(cfg, PACS_ARMS["dsu_advbn"], 0, data, run_dir, torch.device("cpu"), False,
+                                    None, False)
     finally:
         pd.random_resized_crop_flip = real
     return model.state_dict(), info
@@ -111,7 +111,7 @@ def test_resume_checkpoint_without_an_average_is_not_resumed(runs, tmp_path, cap
     import logging
 
     import advbn_aug.recipe.core.train as train
-    from advbn_aug.recipe.cifar10.config import digest
+    from advbn_aug.recipe.core.config import digest
 
     ck = dict(runs.ckpt)
     del ck["ema"]

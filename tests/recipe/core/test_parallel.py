@@ -29,7 +29,8 @@ def test_gpu_preset_is_the_full_recipe_in_folders_of_its_own():
 
 
 def _fake_result(runs, cfg, arm, seed, **device):
-    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, digest
+    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS
+    from advbn_aug.recipe.core.config import digest
 
     path = runs / arm / f"seed{seed}" / "result.json"
     path.parent.mkdir(parents=True)

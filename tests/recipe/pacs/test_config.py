@@ -13,7 +13,8 @@ import torch
 def test_cifar_digests_unchanged_by_the_benchmark_seam():
     """Finished runs are matched by these digests: the PACS generalisation must not move them (values computed from
     the code before it)."""
-    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, PRESETS, digest
+    from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, PRESETS
+    from advbn_aug.recipe.core.config import digest
 
     assert {n: [digest(PRESETS[n].train_key()), digest(PRESETS[n].eval_key())] for n in ("full", "short", "tiny")} == {
         "full": ["d47c6f8ef485", "5442ff85812c"], "short": ["dfda0aa73a00", "5442ff85812c"],
@@ -183,7 +184,7 @@ def test_budget_rule_gives_both_tables_step_counts(pacs_root):
 
 
 def test_ema_decay_rule_and_the_train_key():
-    from advbn_aug.recipe.cifar10.config import digest
+    from advbn_aug.recipe.core.config import digest
     from advbn_aug.recipe.pacs.config import PACS_FULL, PACS_LOO_SKETCH, PACSConfig, ema_decay_for
 
     d = ema_decay_for(1020)

@@ -82,7 +82,7 @@ def test_tiny_recipe_end_to_end(tmp_path, stand_in_weights, pacs_root, monkeypat
     def boom(*a, **k):
         raise AssertionError("a finished run was recomputed")
 
-    monkeypatch.setattr(runner, "_train", boom)
+    monkeypatch.setattr(runner, "train_arm", boom)
     monkeypatch.setattr(runner, "_evaluate", boom)
     assert main(argv) == 0
 
