@@ -176,6 +176,56 @@ def test_no_module_over_400_lines(graph):
         f"{m}: {n} lines" for m, n in long)
 
 
+# The dependency direction drawn in docs/architecture.md: each group may import only the groups listed here (a group
+# is a top-level module or subpackage of advbn_aug; "integrations" is advbn_aug.integrations).
+LAYERS: dict[str, set[str]] = {
+    "_extras": set(), "config": set(), "losses": set(), "device": set(), "datasets": set(),
+    "split": set(),
+    "models": {"datasets"},
+    "image": {"config"},
+    "feature": {"config", "losses", "split"},
+    "policy": {"config", "losses", "feature", "image"},
+    "eval": {"_extras", "config", "device", "datasets", "models", "feature"},
+    "visualise": {"_extras", "config", "datasets", "split", "feature", "eval"},
+    "integrations": {"config", "policy", "feature", "eval"},
+    "recipe": {"__init__", "_extras", "config", "device", "datasets", "models", "split", "image", "feature",
+               "policy", "eval", "visualise"},
+    "cli": {"config", "device", "datasets", "image", "feature", "eval", "visualise", "recipe"},
+}
+
+
+def _group(module: str) -> str:
+    parts = module.split(".")
+    return "__init__" if len(parts) == 1 else parts[1]
+
+
+def layer_violations(edges: dict[str, set[str]], layers: dict[str, set[str]]) -> list[str]:
+    """``"a imports b"`` for each import from a group to a group that ``layers`` does not allow it (groups missing
+    from ``layers`` are reported too, so a new subpackage must be placed)."""
+    out = []
+    for importer, targets in sorted(edges.items()):
+        g = _group(importer)
+        for target in sorted(targets):
+            t = _group(target)
+            if g != t and g != "__init__" and t not in layers.get(g, set()):
+                out.append(f"{importer} ({g}) imports {target} ({t})")
+    return out
+
+
+def test_imports_follow_the_layers(graph):
+    """Imports point down the layers of docs/architecture.md: feature/ never imports eval/, recipe/ or cli/, nothing
+    imports cli/ or recipe/ except the layers above them, and so on."""
+    assert set(LAYERS) >= {_group(m) for m in graph.modules} - {"__init__"}, "place the new group in LAYERS"
+    bad = layer_violations(graph.edges, LAYERS)
+    assert not bad, "imports against the layer order (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def test_layer_check_catches_an_upward_import():
+    edges = {"advbn_aug.feature.advbn": {"advbn_aug.recipe.core.runner", "advbn_aug.split.base"}}
+    assert layer_violations(edges, LAYERS) == [
+        "advbn_aug.feature.advbn (feature) imports advbn_aug.recipe.core.runner (recipe)"]
+
+
 # ------------------------------------------------------------------------------------------ the walker itself
 def _write(root: Path, files: dict[str, str]) -> None:
     for rel, text in files.items():
