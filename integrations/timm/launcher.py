@@ -46,8 +46,8 @@ except ImportError:  # pragma: no cover - timm < 1.0.23
 from advbn_aug.integrations.timm.task import (
     AdvBNSettings,
     AdvBNTask,
-    _adversarial_criterion,
     add_advbn_args,
+    adversarial_criterion,
     check_timm_args,
     export_plain_checkpoint,
     has_task_api,
@@ -92,7 +92,7 @@ def load_train_module(path: str, module_name: str = "_advbn_timm_train") -> Modu
 
 def _find_task(args: tuple, kwargs: dict) -> list[AdvBNTask]:
     found = [a for a in (*args, *kwargs.values()) if isinstance(a, AdvBNTask)]
-    return found or list(AdvBNTask._live)
+    return found or AdvBNTask.live_tasks()
 
 
 def _task_epoch_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -138,13 +138,13 @@ class _Legacy:
         def adv_loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             loss = loss_fn(output, target)
             adv = self.advbn
-            if adv is None or adv._feature is None or self.epoch < self.settings.start_epoch:
+            if adv is None or adv.cached_feature is None or self.epoch < self.settings.start_epoch:
                 if adv is not None:
                     adv.discard()
                 return loss
             splits = output.shape[0] // target.shape[0]
             adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
-            return loss + self.settings.weight * adv.adversarial_loss(adv_target, _adversarial_criterion(loss_fn))
+            return loss + self.settings.weight * adv.adversarial_loss(adv_target, adversarial_criterion(loss_fn))
 
         return adv_loss_fn
 

@@ -42,7 +42,7 @@ except ImportError:  # pragma: no cover - older timm: the launcher patches train
 
 __all__ = ["AdvBNSettings", "AdvBNTask", "add_advbn_args", "settings_from_args", "check_timm_args", "dual_batch_norm",
            "timm_version", "has_task_api", "aux_prefixes", "split_aux_state", "export_plain_checkpoint",
-           "AUX_STATE_KEY", "TASK_API_VERSION", "SPLIT_BN_VERSION"]
+           "AUX_STATE_KEY", "TASK_API_VERSION", "SPLIT_BN_VERSION", "adversarial_criterion"]
 
 TASK_API_VERSION = (1, 0, 23)
 # timm's convert_splitbn_model dropped BatchNormAct2d's activation and drop before 1.0.31 (a silently different model)
@@ -214,7 +214,7 @@ def export_plain_checkpoint(src: str, dst: str) -> list[str]:
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _adversarial_criterion(criterion: Any) -> Criterion:
+def adversarial_criterion(criterion: Any) -> Criterion:
     """The criterion for the adversarial term: timm's JSD loss scores split 0 only, use its (smoothed) CE on all."""
     if hasattr(criterion, "cross_entropy_loss") and hasattr(criterion, "num_splits"):
         return criterion.cross_entropy_loss
@@ -264,6 +264,11 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         self._step = 0
         self._denorm: tuple[torch.Tensor, torch.Tensor] | None = None
         AdvBNTask._live.add(self)
+
+    @classmethod
+    def live_tasks(cls) -> list[AdvBNTask]:
+        """The AdvBN tasks created in this process that are still alive (what the launcher patches reach)."""
+        return list(AdvBNTask._live)
 
     @classmethod
     def configured(cls, settings: AdvBNSettings) -> type[AdvBNTask]:
@@ -382,7 +387,7 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         if self.advbn is not None and active:
             splits = output.shape[0] // target.shape[0]
             adv_target = target.repeat(splits, *([1] * (target.dim() - 1))) if splits > 1 else target
-            adv = self.advbn.adversarial_loss(adv_target, _adversarial_criterion(self.criterion))
+            adv = self.advbn.adversarial_loss(adv_target, adversarial_criterion(self.criterion))
             loss = loss + self.advbn_settings.weight * adv
             result["loss_adv"] = adv.detach()
         else:
@@ -408,7 +413,7 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         handle = self.trainable_module.register_forward_hook(lambda _m, _i, out: outputs.append(out))
         try:
             loss, info = self.policy.step(self.trainable_module, images, target, epoch=self.epoch, step=step,
-                                          criterion=_adversarial_criterion(self.criterion))
+                                          criterion=adversarial_criterion(self.criterion))
         finally:
             handle.remove()
         if not active:
