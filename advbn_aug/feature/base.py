@@ -24,14 +24,15 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import nn
-from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
+from advbn_aug.config import DictConfig
 from advbn_aug.feature.checks import check_layout
 from advbn_aug.feature.config import Layout
+from advbn_aug.feature.hooks import OwnedHook, hook_owners, remove_hooks, training_forward
 from advbn_aug.split import resolve_layer
 
 __all__ = ["StatsAugmenter", "attached_augmenters", "instance_stats", "sample_beta", "check_probability",
@@ -39,6 +40,7 @@ __all__ = ["StatsAugmenter", "attached_augmenters", "instance_stats", "sample_be
 
 Params = dict[str, Any]
 _Read = Literal["nchw", "nhwc", "tokens"]  # how an output is read: its layout once resolved
+_Aug = TypeVar("_Aug", bound="StatsAugmenter")
 
 LAYOUT_HELP = ("layout of the layer output: 'auto' reads 4-D outputs as (N, C, H, W) and refuses those that look "
                "channels-last (as AdvBN does), 'nchw' forces (N, C, H, W), 'nhwc' for channels-last stage outputs "
@@ -132,11 +134,8 @@ def sample_beta(alpha: float, n: int, *, generator: torch.Generator | None = Non
     return torch.sigmoid(g1 - g2).to(dtype)
 
 
-class _AugmentHook:
+class _AugmentHook(OwnedHook):
     """Forward hook on the augmented layer; holds its owner so a deep copy of the model gets its own augmenter."""
-
-    def __init__(self, owner: StatsAugmenter):
-        self.owner = owner
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
         return self.owner._on_output(module, output)
@@ -144,28 +143,35 @@ class _AugmentHook:
 
 def attached_augmenters(model: nn.Module) -> list[StatsAugmenter]:
     """The :class:`StatsAugmenter` instances hooked into ``model`` (e.g. the copies living in a deep copy of it)."""
-    found: dict[int, StatsAugmenter] = {}
-    for m in model.modules():
-        for hook in m._forward_hooks.values():
-            if isinstance(hook, _AugmentHook):
-                found.setdefault(id(hook.owner), hook.owner)
-    return list(found.values())
+    return hook_owners(model, _AugmentHook)
 
 
 class StatsAugmenter:
     """Base class: a stochastic feature augmenter applied at one layer, output shape, dtype and memory format kept.
 
-    Subclasses set ``config`` (with at least ``layer`` and ``p``, and ``layout`` from :func:`layout_field`; without it
-    ``"auto"``) and implement :meth:`_generate` and :meth:`_apply`, which always see ``(N, C, H, W)``: the base
-    resolves the layout and hands them an ``(N, C, H, W)`` view of channels-last maps and tokens. With probability
-    ``p`` a training forward is augmented (the whole batch, as in the papers). Satisfies
-    :class:`~advbn_aug.policy.FeatureAugmenter`; :meth:`loss_term` is ``None`` (the clean forward itself is augmented).
+    Subclasses state ``kind`` and ``config_class`` (a :class:`~advbn_aug.config.DictConfig` dataclass with at least
+    ``layer``, ``p`` and ``seed``, and ``layout`` from :func:`layout_field`; without it ``"auto"``) and implement
+    :meth:`_generate` and :meth:`_apply`, which always see ``(N, C, H, W)``: the base resolves the layout and hands
+    them an ``(N, C, H, W)`` view of channels-last maps and tokens. With probability ``p`` a training forward is
+    augmented (the whole batch, as in the papers). Satisfies :class:`~advbn_aug.policy.FeatureAugmenter`;
+    :meth:`loss_term` is ``None`` (the clean forward itself is augmented).
+
+    Args:
+        layer: module name or timm ``feature_info`` index whose output is augmented.
+        generator: the source of the random draws; default: a CPU generator seeded with ``seed`` when that is set,
+            else torch's global RNG.
+        **options: the other fields of ``config_class`` (``p``, ``seed``, ``layout``, the subclass's own).
     """
 
     kind: ClassVar[str] = "augmenter"
+    config_class: ClassVar[type[DictConfig]]
     config: Any
 
-    def __init__(self, generator: torch.Generator | None = None):
+    def __init__(self, layer: str | int = "layer1", *, generator: torch.Generator | None = None,
+                 **options: Any) -> None:
+        self.config = self.config_class.from_dict({"layer": layer, **options})
+        if generator is None and self.config.seed is not None:
+            generator = torch.Generator().manual_seed(self.config.seed)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         self.generator = generator
@@ -173,6 +179,13 @@ class StatsAugmenter:
         self.model: nn.Module | None = None
         self.layer: str | None = None  # the resolved module name once attached
         self.last_params: Params | None = None  # the parameters of the last augmented forward
+
+    @classmethod
+    def from_config(cls: type[_Aug], config: DictConfig | dict[str, Any], *, generator: torch.Generator | None = None
+                    ) -> _Aug:
+        """An instance from ``config`` (a ``config_class`` instance or its dict form, e.g. read from YAML)."""
+        cfg = config if isinstance(config, cls.config_class) else cls.config_class.from_dict(dict(config))
+        return cls(generator=generator, **cfg.to_dict())
 
     # ---------------------------------------------------------------- description
     def _describe(self) -> str:
@@ -209,9 +222,7 @@ class StatsAugmenter:
         if self.model is None or self.layer is None:
             raise RuntimeError(f"this {type(self).__name__} is not attached: call attach(model) first")
         model = self.model
-        for m in model.modules():  # by owner, not by handle: a deep copy of the model holds copied hooks
-            for key in [k for k, h in m._forward_hooks.items() if isinstance(h, _AugmentHook) and h.owner is self]:
-                del m._forward_hooks[key]
+        remove_hooks(model, self)  # by owner, not by handle: a deep copy of the model holds copied hooks
         self.model, self.layer = None, None
         return model
 
@@ -329,7 +340,6 @@ class StatsAugmenter:
     def _on_output(self, module: nn.Module, output: Any) -> Any:
         # the model's flag, not the layer's: a frozen layer (BN statistics kept by eval mode, as AdvBN's prefix and
         # the recipes do) still has its output re-styled while the model trains; a deep copy has its own owner
-        training = self.model.training if self.model is not None else module.training
-        if not (training and self.active) or is_fx_symbolic_tracing():
+        if not (self.active and training_forward(self.model if self.model is not None else module)):
             return None
         return self.augment(output)

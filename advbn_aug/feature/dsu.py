@@ -21,7 +21,6 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -66,25 +65,24 @@ class DSUConfig(DictConfig):
 
 
 class DSU(StatsAugmenter):
-    """DSU at one layer; keyword arguments are the fields of :class:`DSUConfig`.
+    """DSU at one layer: each sample's instance statistics resampled with the batch's uncertainty, in training forwards.
+
+    The layer output ``(N, C, H, W)`` (``(N, H, W, C)`` with ``layout="nhwc"``, or ``(N, T, C)`` tokens) is replaced
+    by the perturbed feature of the same shape, dtype and memory format; eval forwards are untouched.
+
+    Args (the fields of :class:`DSUConfig` are the keyword arguments):
+        layer: module name or timm ``feature_info`` index whose output is perturbed.
+        p: probability that a training forward is augmented (default 0.5).
+        eps: added to every variance before the square root (default 1e-6).
+        generator: source of the draws (default: seeded from ``seed`` when set, else torch's global RNG).
 
     Parameters (:meth:`generate_parameters`): ``applied`` (bool), ``noise_mu`` and ``noise_sig`` ``(N, C)``
     float32 standard normal draws (``e1``, ``e2``), on the feature's device.
     """
 
     kind = "dsu"
-
-    def __init__(self, layer: str | int = "layer1", *, generator: torch.Generator | None = None,
-                 **options: Any) -> None:
-        self.config = DSUConfig.from_dict({"layer": layer, **options})
-        if generator is None and self.config.seed is not None:
-            generator = torch.Generator().manual_seed(self.config.seed)
-        super().__init__(generator)
-
-    @classmethod
-    def from_config(cls, config: DSUConfig | dict[str, Any], *, generator: torch.Generator | None = None) -> DSU:
-        cfg = config if isinstance(config, DSUConfig) else DSUConfig.from_dict(dict(config))
-        return cls(generator=generator, **cfg.to_dict())
+    config_class = DSUConfig
+    config: DSUConfig
 
     def _describe(self) -> str:
         return f"eps={self.config.eps}"

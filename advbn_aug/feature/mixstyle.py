@@ -81,28 +81,31 @@ class MixStyleConfig(DictConfig):
 
 
 class MixStyle(StatsAugmenter):
-    """MixStyle at one layer; keyword arguments are the fields of :class:`MixStyleConfig`.
+    """MixStyle at one layer: each sample's instance statistics mixed with a partner's, in training forwards.
+
+    The layer output ``(N, C, H, W)`` (``(N, H, W, C)`` with ``layout="nhwc"``, or ``(N, T, C)`` tokens) is replaced
+    by the re-styled feature of the same shape, dtype and memory format; eval forwards are untouched.
+
+    Args (the fields of :class:`MixStyleConfig` are the keyword arguments):
+        layer: module name or timm ``feature_info`` index whose output is re-styled.
+        p: probability that a training forward is augmented (default 0.5).
+        alpha: Beta(alpha, alpha) concentration of the mixing weight (default 0.1).
+        mode: ``"random"`` or ``"crossdomain"`` partners (see :meth:`set_domains`).
+        generator: source of the draws (default: seeded from ``seed`` when set, else torch's global RNG).
 
     Parameters (:meth:`generate_parameters`): ``applied`` (bool), ``lam`` ``(N,)`` float32 and ``perm`` ``(N,)``
     int64 (each sample's partner index), on the feature's device.
     """
 
     kind = "mixstyle"
+    config_class = MixStyleConfig
+    config: MixStyleConfig
 
     def __init__(self, layer: str | int = "layer1", *, generator: torch.Generator | None = None,
                  **options: Any) -> None:
-        self.config = MixStyleConfig.from_dict({"layer": layer, **options})
-        if generator is None and self.config.seed is not None:
-            generator = torch.Generator().manual_seed(self.config.seed)
-        super().__init__(generator)
-        self._domains: torch.Tensor | None = None
+        super().__init__(layer, generator=generator, **options)
+        self._domains: torch.Tensor | None = None  # the domain label per sample (mode="crossdomain")
         self._warned_one_domain = False
-
-    @classmethod
-    def from_config(cls, config: MixStyleConfig | dict[str, Any], *, generator: torch.Generator | None = None
-                    ) -> MixStyle:
-        cfg = config if isinstance(config, MixStyleConfig) else MixStyleConfig.from_dict(dict(config))
-        return cls(generator=generator, **cfg.to_dict())
 
     def _describe(self) -> str:
         return f"alpha={self.config.alpha}, mode={self.config.mode!r}"

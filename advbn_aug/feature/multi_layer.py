@@ -15,18 +15,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from advbn_aug.feature.stats import feature_layout, feature_stats, multiplier_shape, perturb_stats
+from advbn_aug.feature.hooks import OwnedHook
+from advbn_aug.feature.stats import feature_layout, feature_stats, multiplier_shape, perturb_stats, stats_view
 
 __all__ = ["InnerLayers", "InnerHook"]
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-class InnerHook:
-    """Forward hook on one further layer; ``owner`` is the :class:`~advbn_aug.AdvBN` (for removal by type)."""
+class InnerHook(OwnedHook):
+    """Forward hook on one further layer; ``owner`` is the :class:`~advbn_aug.AdvBN` (which removes it)."""
 
-    def __init__(self, owner: Any, inner: InnerLayers, index: int):
-        self.owner, self.inner, self.index = owner, inner, index
+    def __init__(self, owner: Any, inner: InnerLayers, index: int) -> None:
+        super().__init__(owner)
+        self.inner, self.index = inner, index
 
     def __call__(self, module: nn.Module, inputs: Any, output: Any) -> Any:
         return self.inner._apply(self.index, output)
@@ -37,6 +39,7 @@ class InnerLayers:
 
     ``clamp`` is the clamp spec (a number, ``None`` or ``"auto"``: 0 where the layer's output is non-negative on the
     first pass, decided per layer); ``nhwc``: the outputs are channels-last maps (statistics over the last axis).
+    The hooks are owned by ``owner``, which removes them (:func:`~advbn_aug.feature.hooks.remove_hooks`).
     """
 
     def __init__(self, owner: Any, names: Sequence[str], modules: Sequence[nn.Module], clamp: Any, nhwc: bool):
@@ -46,10 +49,11 @@ class InnerLayers:
         self.clamps: list[float | None] = []
         self._pairs: Sequence[Pair] | None = None
         self._recording: list[torch.Tensor] | None = None
-        self.handles = [m.register_forward_hook(InnerHook(owner, self, i)) for i, m in enumerate(modules)]
+        for i, m in enumerate(modules):
+            m.register_forward_hook(InnerHook(owner, self, i))
 
     def _view(self, o: torch.Tensor) -> torch.Tensor:
-        return o.flatten(1, 2) if self._nhwc and o.dim() == 4 else o
+        return stats_view(o, self._nhwc)
 
     def _apply(self, index: int, output: Any) -> Any:
         if self._recording is not None:
@@ -96,8 +100,3 @@ class InnerLayers:
         """Multipliers of ones for each further layer (``recording`` must have run once)."""
         assert self.shapes is not None
         return [(torch.ones(sh, device=device), torch.ones(sh, device=device)) for sh in self.shapes]
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FeatureStats", "feature_stats", "perturb_stats", "multiplier_shape", "feature_layout"]
+__all__ = ["FeatureStats", "feature_stats", "perturb_stats", "multiplier_shape", "feature_layout", "stats_view"]
 
 STD_EPS = 1e-5
 
@@ -29,6 +29,12 @@ def feature_layout(f: torch.Tensor, *, name: str = "feature") -> str:
         f"{name} has shape {tuple(f.shape)}: AdvBN needs a (N, C, H, W) feature map or (N, T, C) tokens. "
         "Pick a layer whose output is one of those (e.g. a ResNet stage or a ViT block)."
     )
+
+
+def stats_view(f: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``f`` as the statistics see it: with ``channels_last``, a ``(N, H, W, C)`` map becomes tokens
+    ``(N, H * W, C)`` (a view); any other feature is returned as it is."""
+    return f.flatten(1, 2) if channels_last and f.dim() == 4 else f
 
 
 def _reduce_dims(f: torch.Tensor, per_instance: bool = False) -> tuple[int, ...]:

@@ -16,31 +16,14 @@ from torch import nn
 from advbn_aug.feature.advbn import AdvBN
 from advbn_aug.feature.base import StatsAugmenter
 from advbn_aug.feature.dual_norm import Route, fold_dual_norm, is_dual_norm
+from advbn_aug.feature.hooks import hook_owners, remove_hooks
 
 __all__ = ["strip_advbn"]
-
-_OWNERS = (AdvBN, StatsAugmenter)
 
 
 def _owners(model: nn.Module) -> list[Any]:
     """The AdvBN and augmenter objects whose hooks sit in ``model``, in the order they are found."""
-    found: dict[int, Any] = {}
-    for m in model.modules():
-        for hooks in (m._forward_hooks, m._forward_pre_hooks):
-            for hook in hooks.values():
-                owner = getattr(hook, "owner", None)
-                if isinstance(owner, _OWNERS):
-                    found.setdefault(id(owner), owner)
-    return list(found.values())
-
-
-def _remove_hooks(model: nn.Module) -> None:
-    """Remove the hooks left in ``model`` whose owner is an AdvBN or an augmenter (their owner is not attached)."""
-    for m in model.modules():
-        for hooks in (m._forward_hooks, m._forward_pre_hooks):
-            for key in [k for k, h in hooks.items() if isinstance(getattr(h, "owner", None), _OWNERS)]:
-                del hooks[key]
-                m._forward_pre_hooks_with_kwargs.pop(key, None)
+    return [owner for owner in hook_owners(model) if isinstance(owner, (AdvBN, StatsAugmenter))]
 
 
 def strip_advbn(model: nn.Module, keep: Route = "clean", *, inplace: bool = False) -> nn.Module:
@@ -71,6 +54,6 @@ def strip_advbn(model: nn.Module, keep: Route = "clean", *, inplace: bool = Fals
             owner.detach(keep=keep)
         elif isinstance(owner, StatsAugmenter) and owner.model is not None:
             owner.detach()
-    _remove_hooks(model)
+    remove_hooks(model)  # those left (their owner is not attached)
     fold_dual_norm([m for m in model.modules() if is_dual_norm(m)], keep=keep)
     return model

@@ -89,7 +89,7 @@ def load_train_module(path: str, module_name: str = "_advbn_timm_train") -> Modu
 
 def _find_task(args: tuple, kwargs: dict) -> list[AdvBNTask]:
     found = [a for a in (*args, *kwargs.values()) if isinstance(a, AdvBNTask)]
-    return found or list(AdvBNTask._live)
+    return found or AdvBNTask.live_tasks()
 
 
 def _task_epoch_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -135,7 +135,7 @@ class _Legacy:
         def adv_loss_fn(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             loss = loss_fn(output, target)
             adv = self.advbn
-            if adv is None or adv._feature is None or self.epoch < self.settings.start_epoch:
+            if adv is None or adv.cached_feature is None or self.epoch < self.settings.start_epoch:
                 if adv is not None:
                     adv.discard()
                 return loss

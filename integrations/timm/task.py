@@ -168,6 +168,11 @@ class AdvBNTask(ClassificationTask):  # type: ignore[misc,valid-type]
         AdvBNTask._live.add(self)
 
     @classmethod
+    def live_tasks(cls) -> list[AdvBNTask]:
+        """The AdvBN tasks created in this process that are still alive (what the launcher patches reach)."""
+        return list(AdvBNTask._live)
+
+    @classmethod
     def configured(cls, settings: AdvBNSettings) -> type[AdvBNTask]:
         """A subclass with ``settings`` bound: a drop-in for ``ClassificationTask`` with its constructor signature."""
         return type(cls.__name__, (cls,), {"settings": settings, "__module__": cls.__module__})

@@ -182,7 +182,7 @@ def test_convnext_layernorm_path():
     model = timm.create_model("convnext_atto", num_classes=5)
     keys = list(model.state_dict())
     adv = attach(model, "stages.1")
-    assert adv._duals == []
+    assert adv.dual_norms == ()
     model.train()
     x, y = torch.randn(4, 3, 64, 64), torch.randint(0, 5, (4,))
     loss = adv.loss(x, y)
@@ -191,7 +191,7 @@ def test_convnext_layernorm_path():
     assert list(adv.detach().state_dict()) == keys
 
     adv = attach(model, "stages.1", dual_ln=True)
-    assert len(adv._duals) > 0 and all(isinstance(m, (nn.LayerNorm, nn.GroupNorm)) for m in adv._duals)
+    assert len(adv.dual_norms) > 0 and all(isinstance(m, (nn.LayerNorm, nn.GroupNorm)) for m in adv.dual_norms)
     assert torch.isfinite(adv.loss(x, y))
     assert list(adv.detach().state_dict()) == keys
 
@@ -203,7 +203,7 @@ def test_token_features_default_to_no_clamp():
     model.train()
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     model(x)
-    f = adv._feature
+    f = adv.cached_feature
     m, s = adv.attack(f, y)
     assert m.shape == (1, 1, f.shape[-1])
     assert (adv.perturb(f, m, s) < 0).any(), "token features must not be clamped at 0 by default"
@@ -267,7 +267,7 @@ def test_attack_touches_no_parameter_gradient_and_no_running_stats(shared_data):
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
     with torch.no_grad():
         model(x)
-    f = adv._feature
+    f = adv.cached_feature
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     m1, s1 = adv.attack(f, y)
     assert all(p.grad is None for p in model.parameters())
@@ -285,7 +285,7 @@ def test_dropout_and_drop_path_frozen_during_attack():
     model.train()
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     model(x)
-    f = adv._feature
+    f = adv.cached_feature
     results = [adv.attack(f, y) for _ in range(3)]
     for m, s in results[1:]:
         assert torch.equal(m, results[0][0]) and torch.equal(s, results[0][1])
@@ -315,7 +315,7 @@ def test_deepcopy_and_model_ema(shared_data):
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
     clone.train()
     clone(x)
-    assert adv._feature is None, "the copy's hook must feed the copy's AdvBN, not the original"
+    assert adv.cached_feature is None, "the copy's hook must feed the copy's AdvBN, not the original"
     clone_adv = next(h.owner for h in clone.layer1._forward_hooks.values())
     assert clone_adv is not adv and clone_adv.model is clone
     clone_adv.adversarial_loss(y).backward()

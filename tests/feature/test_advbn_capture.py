@@ -58,7 +58,7 @@ def test_capture_copy_attacks_the_true_layer_output(layer):
         m.eval()  # the frozen prefix (bn1 / layer1.0.bn2 lie in it)
     ref = _real_output(ref_model, layer, x)
     model(x)
-    f = adv._feature
+    f = adv.cached_feature
     assert (ref < 0).any(), "the true output is signed (pre-ReLU)"
     torch.testing.assert_close(f, ref)
     loss = adv.adversarial_loss(y)
@@ -99,7 +99,7 @@ def test_auto_clamp_is_off_on_signed_layers(build, layer):
     adv = attach(model, layer)
     model.train()
     model(torch.randn(2, 3, 64, 64))
-    f = adv._feature
+    f = adv.cached_feature
     assert (f < 0).float().mean() > 0.2, "the layer output is signed"
     ones = torch.ones(1, f.shape[1], 1, 1)
     torch.testing.assert_close(adv.perturb(f, ones, ones), f, rtol=1e-5, atol=1e-5)  # identity, nothing zeroed
@@ -125,7 +125,7 @@ def test_forced_clamp_still_applies():
     adv = attach(model, "stages.0", clamp_min=0.0)
     model.train()
     model(torch.randn(2, 3, 64, 64))
-    f = adv._feature
+    f = adv.cached_feature
     ones = torch.ones(1, f.shape[1], 1, 1)
     assert (adv.perturb(f, ones, ones) >= 0).all() and adv.clamp == 0.0
 
@@ -241,7 +241,7 @@ def test_channels_last_stage_outputs_are_refused_until_layout_is_given():
     adv.detach()
     adv = attach(model, "layers.0", layout="nhwc")
     model(x)
-    f = adv._feature
+    f = adv.cached_feature
     loss = adv.adversarial_loss(y)
     m, s = adv.last_multipliers
     assert m.shape == (1, f.shape[-1], 1, 1), "one multiplier per channel (the last axis)"

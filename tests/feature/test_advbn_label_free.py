@@ -47,7 +47,7 @@ def test_label_free_attack_moves_away_from_the_clean_prediction():
     model, adv = _setup(attack_loss="kl")
     x = torch.randn(4, 3, 12, 12)
     model(x)
-    f = adv._feature.clone()
+    f = adv.cached_feature.clone()
     loss, logits = adv.adversarial_loss(None, return_logits=True)
     assert logits.shape == (4, 3, 12, 12) and torch.isfinite(loss) and loss > 0
     m, s = adv.last_multipliers

@@ -60,7 +60,7 @@ def test_reused_multipliers_perturb_the_new_batch():
     m, s = adv.last_multipliers
     x1, y1 = _batch(1)
     model(x1)
-    f = adv._feature.clone()
+    f = adv.cached_feature.clone()
     expected = adv.perturb(f, m, s)
     got = {}
     first_conv = model.layer2[0].conv1  # the fx suffix calls leaf modules: the first one that reads the feature
@@ -139,14 +139,14 @@ def test_adv_fraction_attacks_the_first_part_of_the_batch_only():
     x, y = _batch(0)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     model(x)
-    f = adv._feature.clone()
+    f = adv.cached_feature.clone()
     loss, logits = adv.adversarial_loss(y, return_logits=True)
     assert seen == [2] * 7 and logits.shape == (2, 10)  # ceil(0.25 * 8) samples, 6 attack passes + 1
     # the same as attacking a batch of those 2 samples
     twin_model, twin = _setup()
     twin_model.load_state_dict(state)
     twin_model(x[:2])
-    torch.testing.assert_close(twin._feature, f[:2])
+    torch.testing.assert_close(twin.cached_feature, f[:2])
     torch.testing.assert_close(twin.adversarial_loss(y[:2]), loss)
     assert calls == {"attack": 6, "adv": 1}  # one attack of 6 passes, one adversarial pass
 
@@ -182,7 +182,7 @@ def test_instance_stats_match_the_written_out_attack():
     ref_model = copy.deepcopy(model)
     x, y = _batch(0)
     model(x)
-    f = adv._feature.clone()
+    f = adv.cached_feature.clone()
     adv.adversarial_loss(y)
     m, s = adv.last_multipliers
     assert m.shape == (8, 16, 1, 1) and s.shape == (8, 16, 1, 1)

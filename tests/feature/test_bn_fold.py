@@ -99,7 +99,7 @@ def test_fold_bn_gives_the_same_attack_gradients_along_the_attack():
     model.train()
     x, y = torch.randn(8, 3, 32, 32, dtype=torch.float64), torch.randint(0, 10, (8,))
     model(x)
-    f = adv._feature.clone()
+    f = adv.cached_feature.clone()
     adv.discard()
     eager, fold = adv.split.eval_suffix(lambda gm: gm), adv.split.eval_suffix(fold_conv_bn)
     mean = f.mean((0, 2, 3), keepdim=True)

@@ -44,7 +44,7 @@ def test_two_layer_attack_matches_the_written_out_one(split):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
     model(x)
-    f1 = adv._feature.clone()
+    f1 = adv.cached_feature.clone()
     loss = adv.adversarial_loss(y)
     got = adv.multipliers_by_layer
     assert list(got) == ["layer1", "layer2"] and got["layer2"][0].shape == (1, 32, 1, 1)
