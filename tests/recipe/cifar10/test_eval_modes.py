@@ -103,7 +103,8 @@ def test_stylized_records_the_set_and_warns_when_it_differs_from_the_pin(tmp_pat
     import advbn_aug.eval.stylized as stylized
     from advbn_aug.eval.fingerprint import parts_sha256
     from advbn_aug.models.cifar_resnet import cifar_resnet
-    from advbn_aug.recipe.cifar10.eval_modes import _stylized, extra_key
+    from advbn_aug.recipe.cifar10.eval_modes import _stylized
+    from advbn_aug.recipe.core.eval_modes import extra_key
 
     colours = [(200, 30, 30), (30, 200, 30)]
     monkeypatch.setattr(stylized, "load_style_pool", lambda root=None, domain="art_painting": [
