@@ -1,4 +1,4 @@
-"""A direct, hand-written implementation of ../shared/ALGORITHM.md, used to check the plugin numerically.
+"""A direct, hand-written implementation of the specification (docs/algorithm.md), used to check the plugin numerically.
 
 The model is split by hand into ``g1`` / ``g2`` callables; the dual BatchNorm is modelled by two copies of the model:
 ``clean`` (clean BN) and ``adv`` (adversarial BN, initialised from the clean one), sharing nothing.

@@ -1,4 +1,4 @@
-"""AdvBN: adversarial perturbation of per-channel feature statistics at one layer (``../shared/ALGORITHM.md``).
+"""AdvBN: adversarial perturbation of per-channel feature statistics at one layer (``docs/algorithm.md``).
 
 Reference: Shu, Wu, Goldblum, Goldstein, "Encoding Robustness to Image Style via Adversarial Feature Perturbations",
 NeurIPS 2021 (arXiv 2009.08965).

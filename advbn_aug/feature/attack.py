@@ -118,7 +118,7 @@ def attack_stats(suffix_fn: SuffixFn, feature: torch.Tensor, targets: torch.Tens
                  criterion: Criterion | None = None, init: tuple[torch.Tensor, torch.Tensor] | None = None,
                  random_start: bool = False, generator: torch.Generator | None = None, per_instance: bool = False
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Worst-case statistics multipliers for ``feature`` (``../shared/ALGORITHM.md``; the defaults are the paper's).
+    """Worst-case statistics multipliers for ``feature`` (``docs/algorithm.md``; the defaults are the paper's).
 
     Args:
         suffix_fn: the layers after the cut, ``feature -> logits``; run it in eval mode (the paper's attack does).

@@ -30,7 +30,7 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class AdvBNConfig(DictConfig):
-    """AdvBN settings; the defaults are the paper's (``../shared/ALGORITHM.md``).
+    """AdvBN settings; the defaults are the paper's (``docs/algorithm.md``).
 
     Every option is declared here once with its help text; ``AdvBN(...)`` keyword arguments, the recipe flags and
     the timm ``--advbn-*`` flags are derived from these fields (:mod:`advbn_aug.config`).

@@ -1,4 +1,4 @@
-"""Per-channel feature statistics and the AdvBN perturbation (``../shared/ALGORITHM.md``). Pure functions.
+"""Per-channel feature statistics and the AdvBN perturbation (``docs/algorithm.md``). Pure functions.
 
 Two feature layouts are supported:
 

@@ -67,7 +67,7 @@ class AdvBNShift:
 def advbn_shift(suffix: SuffixModel, feature: torch.Tensor, images: torch.Tensor, targets: torch.Tensor, *,
                 eps: float, steps: int, step_size: float = 0.2, clamp_min: float | None = 0.0,
                 per_instance: bool = False) -> AdvBNShift:
-    """AdvBN's PGD on the statistics multipliers of ``feature`` (``../shared/ALGORITHM.md``) against ``suffix``
+    """AdvBN's PGD on the statistics multipliers of ``feature`` (``docs/algorithm.md``) against ``suffix``
     with labels ``targets`` ``(N,)``; the clamp follows :func:`clamp_for`."""
     f = feature.detach()
     clamp = clamp_for(f, clamp_min)

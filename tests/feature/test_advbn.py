@@ -1,4 +1,4 @@
-"""AdvBN plugin: numerical agreement with a hand-written ALGORITHM.md, safety properties, errors."""
+"""AdvBN plugin: numerical agreement with a hand-written specification (docs/algorithm.md), safety properties, errors."""
 
 import copy
 
@@ -83,7 +83,7 @@ def _bn_names(model):
 @pytest.mark.parametrize("split", ["fx", "hook"])
 @pytest.mark.parametrize("name", list(CASES))
 def test_matches_hand_written_algorithm(name, split, request):
-    """Multipliers, both loss terms and every gradient agree with a direct implementation of ALGORITHM.md."""
+    """Multipliers, both loss terms and every gradient agree with a direct implementation of docs/algorithm.md."""
     _needs_shared(name, request)
     build, layer, g1, g2, size, clamp = CASES[name]
     torch.manual_seed(0)

@@ -159,7 +159,7 @@ def test_adv_fraction_must_be_a_share_of_the_batch(bad):
 
 # ---------------------------------------------------------------------------------------------- instance-level
 def _instance_reference(g2, f, y, eps=1.1, alpha=0.2, steps=6):
-    """ALGORITHM.md's attack with per-sample statistics over (H, W) and per-sample multipliers, written out."""
+    """docs/algorithm.md's attack with per-sample statistics over (H, W) and per-sample multipliers, written out."""
     mu = f.mean(dim=(2, 3), keepdim=True)
     m, s = torch.ones_like(mu), torch.ones_like(mu)
     for _ in range(steps):

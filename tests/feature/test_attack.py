@@ -1,4 +1,4 @@
-"""The functional core: attack_stats agrees with AdvBN and with the hand-written ALGORITHM.md."""
+"""The functional core: attack_stats agrees with AdvBN and with the hand-written specification (docs/algorithm.md)."""
 
 import copy
 

@@ -19,7 +19,7 @@ def _setup(**options):
 
 
 def _reference(model, f1, y, eps=1.1, alpha=0.2, steps=6):
-    """ALGORITHM.md's attack written out for two layers: layer1's output and layer2's output inside the pass."""
+    """docs/algorithm.md's attack written out for two layers: layer1's output and layer2's output inside the pass."""
     mu1 = f1.mean((0, 2, 3), keepdim=True)
     m1, s1 = torch.ones_like(mu1), torch.ones_like(mu1)
     m2, s2 = torch.ones(1, 32, 1, 1), torch.ones(1, 32, 1, 1)
