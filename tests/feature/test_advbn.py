@@ -1,4 +1,4 @@
-"""AdvBN plugin: numerical agreement with a hand-written specification (docs/algorithm.md), safety properties, errors."""
+"""AdvBN plugin: numerical agreement with a hand-written docs/algorithm.md, safety properties, errors."""
 
 import copy
 
