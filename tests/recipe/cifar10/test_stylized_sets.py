@@ -80,10 +80,10 @@ def test_main_set_has_the_most_runs():
 
 def test_means_and_differences_never_mix_sets():
     from advbn_aug.recipe.cifar10.stylized_sets import LEGACY_SET, modes_and_evidence
-    from advbn_aug.recipe.cifar10.table import _HYPOTHESES
+    from advbn_aug.recipe.cifar10.config import HYPOTHESES
 
     by_arm = _runs()
-    modes, ev, record = modes_and_evidence(by_arm, _HYPOTHESES)
+    modes, ev, record = modes_and_evidence(by_arm, HYPOTHESES)
     # per-arm means on the main (legacy) set: advbn's seed 2 (0.99, on X) is left out; dsu has none on it
     assert modes["advbn"]["stylized"]["n"] == 2 and modes["advbn"]["stylized"]["mean"] == pytest.approx(0.46)
     assert modes["standard"]["stylized"]["mean"] == pytest.approx(0.41)
