@@ -79,8 +79,8 @@ def test_main_set_has_the_most_runs():
 
 
 def test_means_and_differences_never_mix_sets():
-    from advbn_aug.recipe.cifar10.stylized_sets import LEGACY_SET, modes_and_evidence
     from advbn_aug.recipe.cifar10.config import HYPOTHESES
+    from advbn_aug.recipe.cifar10.stylized_sets import LEGACY_SET, modes_and_evidence
 
     by_arm = _runs()
     modes, ev, record = modes_and_evidence(by_arm, HYPOTHESES)
