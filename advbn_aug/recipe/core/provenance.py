@@ -22,7 +22,7 @@ def code_version() -> dict[str, Any]:
 
         from advbn_aug import __version__
 
-        root = Path(__file__).resolve().parents[1]  # the advbn_aug package
+        root = Path(__file__).resolve().parents[2]  # the advbn_aug package (this file: advbn_aug/recipe/core/)
         info: dict[str, Any] = {"commit": None, "dirty": None, "version": __version__}
         try:
             info["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,

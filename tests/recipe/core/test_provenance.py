@@ -61,3 +61,18 @@ def test_outside_a_git_checkout_only_the_version(fresh, monkeypatch):
 
     monkeypatch.setattr(subprocess, "run", no_git)
     assert code_version() == {"commit": None, "dirty": None, "version": advbn_aug.__version__}
+
+
+def test_status_is_read_from_the_repository_root(fresh, monkeypatch):
+    """Regression (the move to recipe/core/): git status ran in advbn_aug/ with pathspec '.', so a changed
+    integrations/ file never made a run dirty. It must cover the whole checkout (advbn_aug/ and integrations/)."""
+    calls = []
+
+    def run(argv, **kw):
+        calls.append((argv, Path(kw["cwd"]).resolve()))
+        return SimpleNamespace(stdout="abc123\n" if argv[1] == "rev-parse" else "")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    code_version()
+    (status_argv, status_cwd), = [c for c in calls if c[0][1] == "status"]
+    assert status_cwd == REPO and status_argv[-1] == "."
