@@ -17,6 +17,23 @@ T = TypeVar("T")
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
 
+EMPTY_LOCK_GRACE_S = 60.0  # an empty lock file younger than this belongs to a writer about to write its pid
+
+
+def _held(lock: Path) -> bool:
+    """Whether ``lock`` belongs to another live process: its pid answers ``kill(pid, 0)``. An empty file (a writer
+    between creating it and writing its pid, or one that died right there) counts as held for
+    :data:`EMPTY_LOCK_GRACE_S` after it was written, then as stale."""
+    text = lock.read_text().strip()
+    if not text:
+        return time.time() - lock.stat().st_mtime < EMPTY_LOCK_GRACE_S
+    pid = int(text)
+    if pid <= 0:  # kill(0 or -n, 0) would signal a process group and always succeed
+        raise ValueError(f"bad pid {pid} in {lock}")
+    os.kill(pid, 0)
+    return pid != os.getpid()
+
+
 @contextlib.contextmanager
 def run_lock(folder: Path) -> Iterator[bool]:
     """A per-run lock file so several background processes can share the work; yields False if taken."""
@@ -27,9 +44,7 @@ def run_lock(folder: Path) -> Iterator[bool]:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
-                pid = int(lock.read_text().strip() or 0)
-                os.kill(pid, 0)
-                alive = pid != os.getpid()
+                alive = _held(lock)
             except (ValueError, ProcessLookupError, PermissionError, OSError):
                 alive = False
             if alive:

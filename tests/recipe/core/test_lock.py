@@ -36,6 +36,24 @@ def test_a_stale_lock_is_taken_over(tmp_path):
         assert not (tmp_path / "run.lock").exists()
 
 
+def test_an_empty_lock_is_held_only_briefly(tmp_path):
+    """Regression: an empty run.lock (a writer that died between creating it and writing its pid) read as pid 0,
+    and kill(0, 0) always succeeds, so the run stayed locked for good. A fresh empty file is still respected (its
+    writer may be about to write), an old one is taken over; a non-positive pid is never a live holder."""
+    f = tmp_path / "run.lock"
+    f.write_text("")
+    with run_lock(tmp_path) as mine:
+        assert not mine
+    old = f.stat().st_mtime - lock.EMPTY_LOCK_GRACE_S - 1
+    os.utime(f, (old, old))
+    with run_lock(tmp_path) as mine:
+        assert mine and f.read_text() == str(os.getpid())
+    for bad in ("0", "-1"):
+        f.write_text(bad)
+        with run_lock(tmp_path) as mine:
+            assert mine, bad
+
+
 def test_made_once_waits_for_the_holder(tmp_path, monkeypatch):
     (tmp_path / "run.lock").write_text(str(os.getppid()))
     waits = []
