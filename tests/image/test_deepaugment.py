@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,16 +11,7 @@ from advbn_aug.image import (
     train_deepaugment_net,
 )
 
-
-def _images(n=32, size=32, seed=0):
-    rng = np.random.RandomState(seed)
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    out = []
-    for _ in range(n):
-        a, b, c = rng.rand(3)
-        img = np.stack([np.sin(6 * a * xx + 3 * b), np.cos(5 * b * yy + c), (xx * a + yy * c) / 2], -1)
-        out.append(((img + 1) / 2 * 255).clip(0, 255))
-    return np.stack(out).astype(np.uint8)
+from .._toy_images import wave_images
 
 
 @pytest.mark.parametrize("net_cls", [CAE, EDSR])
@@ -66,7 +56,7 @@ def test_parameters_separate_from_application():
 
 
 def test_training_lowers_loss_and_round_trips(tmp_path):
-    imgs = _images(16, size=16)
+    imgs = wave_images(16, size=16)
     for net in (CAE(channels=8), EDSR(channels=8, blocks=1)):
         hist = train_deepaugment_net(net, imgs, epochs=4, batch_size=8, lr=3e-3, seed=0)
         assert hist[-1] < hist[0]
@@ -90,22 +80,3 @@ def test_errors(tmp_path):
         DeepAugment(CAE(channels=8))(torch.rand(2, 32, 32, 3))
     with pytest.raises(ValueError, match="weights"):
         DeepAugment.from_spec({"strength": 1.0})
-
-
-def test_cli_train_and_generate(tmp_path):
-    from advbn_aug.cli import main
-
-    data = tmp_path / "tiny.npz"
-    np.savez(data, x=_images(12), y=np.arange(12))
-    weights = tmp_path / "cae.pt"
-    assert main(["deepaugment", "train", "--net", "cae", "--channels", "8", "--data-dir", str(data), "--epochs", "1",
-                 "--batch-size", "4", "--output", str(weights)]) == 0
-    out = tmp_path / "out.npz"
-    assert main(["deepaugment", "generate", "--weights", str(weights), "--data-dir", str(data), "--limit", "10",
-                 "--batch-size", "4", "--output", str(out)]) == 0
-    z = np.load(out)
-    assert z["x"].shape == (10, 32, 32, 3) and z["x"].dtype == np.uint8
-    assert np.array_equal(z["y"], np.arange(10))
-    with pytest.raises(FileNotFoundError, match="not found"):
-        main(["deepaugment", "generate", "--weights", str(tmp_path / "nope.pt"), "--data-dir", str(data),
-              "--output", str(out)])
