@@ -1,1 +1,2 @@
-"""advbn_aug.integrations.timm."""
+"""AdvBN in timm: :mod:`.settings` (the ``--advbn-*`` flags), :mod:`.task` (``AdvBNTask``), :mod:`.launcher`
+(``advbn-aug timm-train``: your checkout's ``train.py``), :mod:`.trainer` (``advbn-aug train``)."""
