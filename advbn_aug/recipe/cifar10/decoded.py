@@ -7,7 +7,10 @@ AdvBN layer, and the 1,000 lossless test images decoded from shifted features (:
 - ``reconstruct``: plain reconstructions, the control for what the decoder alone does to accuracy.
 
 Made once per (model, layer, settings) under ``<runs>/_cache/decoded-<key>/`` (concurrent workers wait for the one
-that makes them) and read by every run's ``decoded`` evaluation mode.
+that makes them) and read by every run's ``decoded`` evaluation mode. The key hashes the *settings*: the decoder is
+trained on each machine, and another machine's decoder decodes other pixels, so each evaluation records the sha256
+of the images it saw (:func:`set_identity`), and the table compares decoded numbers only within one set
+(:data:`DECODED`, :mod:`advbn_aug.recipe.cifar10.generated_sets`).
 """
 
 from __future__ import annotations
@@ -19,13 +22,21 @@ from typing import Any
 
 import numpy as np
 
+from advbn_aug.eval.fingerprint import array_sha256, parts_sha256
 from advbn_aug.recipe.cifar10.config import RecipeConfig
+from advbn_aug.recipe.cifar10.generated_sets import GeneratedSet
 from advbn_aug.recipe.core.config import digest
 from advbn_aug.recipe.core.lock import made_once
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
+__all__ = ["VARIANTS", "LEGACY_SET", "DECODED", "decoded_key", "decoded_sets", "set_identity"]
+
 VARIANTS: tuple[str, ...] = ("advbn", "adain", "reconstruct")
+LEGACY_SET = "original 2026-11-30 set"  # runs evaluated before the sets' sha256 was recorded
+DECODED = GeneratedSet(extra="decoded", legacy=LEGACY_SET, heading="Decoded test sets", short="decoded",
+                       made="Each machine trains its own feature decoder and decodes its own test sets (advbn, adain, "
+                            "reconstruct), and the sets of different machines differ")
 
 
 def decoded_key(cfg: RecipeConfig) -> str:
@@ -39,6 +50,13 @@ def decoded_sets(cfg: RecipeConfig, cache_root: Path, data_dir: str | Path | Non
     """``{variant: (uint8 images (N, 32, 32, 3), labels (N,))}``, made once and cached (see the module doc)."""
     folder = cache_root / f"decoded-{decoded_key(cfg)}"
     return made_once(folder, lambda: _decoded_locked(cfg, folder, data_dir, progress), "the decoded test sets")
+
+
+def set_identity(sets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """``{"sha256": {variant: sha256 of its uint8 images}, "set_sha256": one sha256 of them all}`` of the sets as
+    :func:`decoded_sets` returns them (or as ``np.load(<cache>/<variant>/test_lossless1000.npz)`` holds them)."""
+    sha = {v: array_sha256(x) for v, (x, _) in sets.items()}
+    return {"sha256": sha, "set_sha256": parts_sha256(sha)}
 
 
 def _decoded_locked(cfg: RecipeConfig, folder: Path, data_dir: str | Path | None, progress: bool

@@ -8,7 +8,8 @@
   (``sha256``) and of the whole set (``set_sha256``, its identity in the table), and, when the config pins the set
   (``stylized_sha256``), the pin and ``matches_expected`` (a differing set is logged as a warning naming both).
 - ``decoded``: accuracy on the test images decoded from AdvBN-perturbed and AdaIN-swapped features, and on plain
-  reconstructions (:mod:`advbn_aug.recipe.cifar10.decoded`), through both routes.
+  reconstructions (:mod:`advbn_aug.recipe.cifar10.decoded`), through both routes; with the sha256 of each variant's
+  images (``sha256``) and of the whole set (``set_sha256``, its identity in the table).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _stylized(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData,
 def _decoded(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData, device: torch.device, amp: bool,
              cache_root: Path) -> dict[str, Any]:
     from advbn_aug.eval import predict
-    from advbn_aug.recipe.cifar10.decoded import decoded_sets
+    from advbn_aug.recipe.cifar10.decoded import decoded_sets, set_identity
 
     sets = decoded_sets(cfg, cache_root, data.data_dir)
     run = dict(batch_size=cfg.eval_batch_size, device=device, amp=amp, **_norm())
@@ -152,4 +153,5 @@ def _decoded(cfg: RecipeConfig, models: dict[str, nn.Module], data: RecipeData, 
     for route, model in models.items():
         folded = fuse_for_eval(model)
         out[route] = {v: float((predict(folded, x, **run)[0] == y).mean()) for v, (x, y) in sets.items()}
+    out.update(set_identity(sets))  # the sets' identity: their pixels (another machine decodes others), not the key
     return out

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from advbn_aug.recipe.cifar10.config import HYPOTHESES, RecipeConfig, prefix_names
-from advbn_aug.recipe.cifar10.stylized_sets import modes_and_evidence, set_lines
+from advbn_aug.recipe.cifar10.decoded import DECODED
+from advbn_aug.recipe.cifar10.generated_sets import modes_and_evidence, set_lines
+from advbn_aug.recipe.cifar10.stylized_sets import STYLIZED
 from advbn_aug.recipe.core.config import ArmConfig
 from advbn_aug.recipe.core.evidence import format_evidence
 from advbn_aug.recipe.core.evidence import interval_text as _interval_text
@@ -29,6 +31,8 @@ from advbn_aug.recipe.core.table import (
 )
 
 __all__ = ["aggregate", "format_table", "short_table"]
+
+_GENERATED = (STYLIZED, DECODED)  # modes on sets made per machine: compared within one set, in doc[f"{extra}_sets"]
 
 _COLUMNS = (("clean_acc_jpeg", "clean JPEG test"), ("clean_acc_lossless", "clean lossless-1k"),
             ("jpeg_gap", "lossless - JPEG (same 1k)"), ("mca", "mCA (all evaluated)"),
@@ -55,11 +59,11 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
         table[a] = row
     checks = _hypotheses(table, by_arm)
     missing = missing_runs(results, jobs)
-    # Stylized numbers only within one generated set (recipe.cifar10.stylized_sets)
-    modes, evidence, stylized_sets = modes_and_evidence({a: by_arm[a] for a in order}, HYPOTHESES)
+    # Stylized and decoded numbers only within one generated set (recipe.cifar10.generated_sets)
+    modes, evidence, sets = modes_and_evidence({a: by_arm[a] for a in order}, HYPOTHESES, _GENERATED)
     doc = {"benchmark": "cifar10", "config": cfg.to_dict(), "arms": table, "hypotheses": checks, "missing": missing,
            **({"devices": devices} if (devices := run_devices(results)) else {}),
-           "modes": modes, "evidence": evidence, "stylized_sets": stylized_sets,
+           "modes": modes, "evidence": evidence, **{f"{extra}_sets": record for extra, record in sets.items()},
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
     write_table_files(output, doc, format_table(doc, commands), by_arm, order, plot_table, HYPOTHESES,
@@ -151,8 +155,9 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
     evidence = format_evidence(doc, HYPOTHESES)
     if evidence:
         lines += [""] + evidence
-    if sets := set_lines(doc.get("stylized_sets"), HYPOTHESES):
-        lines += [""] + sets
+    for kind in _GENERATED:
+        if sets := set_lines(kind, doc.get(f"{kind.extra}_sets"), HYPOTHESES):
+            lines += [""] + sets
     missing = doc.get("missing", [])
     lines += ["", f"Runs still missing ({len(missing)}): " + (", ".join(missing) if missing else "none") + "."]
     corr = sorted({c for row in arms.values() for c in row["per_corruption"]})

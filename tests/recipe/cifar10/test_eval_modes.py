@@ -62,6 +62,8 @@ def test_extras_are_added_to_a_finished_run_without_retraining(tmp_path, painter
     dec = adv["extras"]["decoded"]
     assert dec["images"] == 20 and set(dec["clean"]) == set(dec["adv"]) == {"advbn", "adain", "reconstruct"}
     assert "adv" not in std["extras"]["decoded"]
+    assert set(dec["sha256"]) == {"advbn", "adain", "reconstruct"}  # the sets it saw, by their pixels
+    assert dec["set_sha256"] == std["extras"]["decoded"]["set_sha256"]  # one set, both runs
     assert len(list(runs.glob("_cache/decoded-*/advbn/test_lossless1000.npz"))) == 1  # made once, shared
     assert adv["extras"]["tta"]["key"] == extra_key(cfg2, "tta")
     # the adversarial route is another model: its accuracies are its own, not a copy of the clean route's
