@@ -10,12 +10,20 @@ from typing import Any
 
 from advbn_aug.recipe.core.plot import save_chart
 
-__all__ = ["plot_evidence", "EVIDENCE_PLOT_METRICS"]
+__all__ = ["plot_evidence", "panel_seeds", "EVIDENCE_PLOT_METRICS"]
 
 # the CIFAR-10 recipe's rows: each hypothesis on clean, lossless, corruptions and style, through both BN routes and
 # with and without test-time adaptation (the full matrix is in results.md)
 EVIDENCE_PLOT_METRICS = ("clean", "lossless", "mca", "clean_adv", "mca_adv", "mca_tta_none", "mca_tta_full",
                          "mca_tta_online", "stylized", "stylized_adv", "stylized_tta_full", "decoded_advbn")
+
+
+def panel_seeds(cells: dict[str, dict[str, Any]], rows: Sequence[str]) -> str:
+    """A panel's number of pairs: ``n = 5 seeds``, or ``n = 1-5 seeds`` when rows differ (each row with fewer pairs
+    than the most is labelled in the panel)."""
+    ns = [cells[m]["n"] for m in rows if m in cells]
+    lo, hi = min(ns), max(ns)
+    return f"n = {hi} seed{'' if hi == 1 else 's'}" if lo == hi else f"n = {lo}-{hi} seeds by row"
 
 
 def plot_evidence(evidence: dict[str, dict[str, dict[str, Any]]], comparisons: dict[str, tuple[str, str, str]],
@@ -55,8 +63,12 @@ def plot_evidence(evidence: dict[str, dict[str, dict[str, Any]]], comparisons: d
             else:
                 ax.plot(mean, y, "x", color="grey")
         ax.axvline(0, color="black", lw=0.8)
-        ns = sorted({cells[m]["n"] for m in rows if m in cells})
-        ax.set_title(f"{comparisons[key][2]} (n = {'/'.join(map(str, ns))} seeds)", fontsize=9)
+        ax.set_title(f"{comparisons[key][2]} ({panel_seeds(cells, rows)})", fontsize=9)
+        top = max(cells[m]["n"] for m in rows if m in cells)
+        for y, m in zip(ys, rows):    # rows with fewer pairs than the panel's most say how many
+            if m in cells and cells[m]["n"] < top:
+                ax.annotate(f"n={cells[m]['n']}", (1.0, y), xycoords=("axes fraction", "data"), xytext=(-2, 0),
+                            textcoords="offset points", ha="right", va="center", fontsize=6, color="dimgrey")
         ax.set_xlabel("paired difference (points)", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=7)
@@ -65,6 +77,7 @@ def plot_evidence(evidence: dict[str, dict[str, dict[str, Any]]], comparisons: d
     for ax in axes[:, 0]:
         ax.set_yticks(ys, [labels.get(m, m) for m in rows])
     fig.suptitle("mean paired difference with 95 % t-interval (filled: excludes 0)", fontsize=10)
-    fig.tight_layout()
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))     # room for the suptitle
     save_chart(fig, path, dpi=100)
     return path

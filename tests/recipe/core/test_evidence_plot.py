@@ -41,3 +41,14 @@ def test_nothing_is_written_without_evidence(tmp_path):
     assert plot_evidence({}, _COMPARISONS, _LABELS, tmp_path / "e.png") is None
     assert plot_evidence({"x_vs_y": {"mca": _cell(0.1, 0, 0.2)}}, _COMPARISONS, _LABELS, tmp_path / "e.png") is None
     assert not (tmp_path / "e.png").exists()
+
+
+def test_panel_title_does_not_read_as_a_fraction_of_seeds():
+    """The panel title said 'n = 1/5 seeds' for a comparison with 5 pairs on mCA and 1 on Stylized (read as '1 of
+    5'); it now gives the range by row, and one number when every row has the same pairs."""
+    from advbn_aug.recipe.core.evidence_plot import panel_seeds
+
+    cells = {"mca": _cell(0.02, 0.01, 0.03, n=5), "stylized": _cell(0.01, n=1)}
+    assert panel_seeds(cells, ["clean", "mca", "stylized"]) == "n = 1-5 seeds by row"
+    assert panel_seeds(cells, ["mca"]) == "n = 5 seeds"
+    assert panel_seeds(cells, ["stylized"]) == "n = 1 seed"
