@@ -5,11 +5,11 @@ Each machine generates its own Stylized set (recipes/cifar10/README.md), so the 
 numbers only within a set and drops the rest. A run retrained on the machine that evaluated the other arm of a
 pair fills that gap. This script copies each `<root>/<arm>/seed<k>/result.json` whose Stylized entry records the
 given set sha256 to `<out>/runs/<arm>/seed<k>/result.json`; a later root wins over an earlier one for the same run.
+`--collect` reads its `--runs-dir` first and the table's own `runs/` (where the retrained runs are committed) after,
+so the committed runs are gathered into a scratch folder rather than copied into the repository again:
 
-    python recipes/cifar10/gather_one_set.py 74e373bf5a04 recipes/cifar10/results/one_set \\
-        recipes/cifar10/results/runs /work/rerun/runs
-    advbn-aug recipe cifar10 --collect --output recipes/cifar10/results/one_set \\
-        --runs-dir recipes/cifar10/results/one_set/runs
+    python recipes/cifar10/gather_one_set.py 74e373bf5a04 /tmp/gathered recipes/cifar10/results/runs
+    advbn-aug recipe cifar10 --collect --output recipes/cifar10/results/one_set --runs-dir /tmp/gathered/runs
 """
 import argparse
 import json
