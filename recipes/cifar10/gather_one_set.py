@@ -16,11 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-
-def set_of(result: dict) -> str | None:
-    """The sha256 of the Stylized set a run was evaluated on (None: not recorded or not evaluated)."""
-    entry = result.get("extras", {}).get("stylized")
-    return entry.get("set_sha256") if isinstance(entry, dict) else None
+from advbn_aug.recipe.cifar10.stylized_sets import run_set
 
 
 def gather(prefix: str, out: Path, roots: list[Path]) -> dict[str, Path]:
@@ -32,7 +28,7 @@ def gather(prefix: str, out: Path, roots: list[Path]) -> dict[str, Path]:
         if not root.is_dir():
             raise SystemExit(f"{root} is not a folder of runs (<arm>/seed<k>/result.json)")
         for f in sorted(root.glob("*/seed*/result.json")):
-            sha = set_of(json.loads(f.read_text()))
+            sha = run_set(json.loads(f.read_text()))
             if sha is not None and sha.startswith(prefix):
                 chosen[f"{f.parent.parent.name}/{f.parent.name}"] = f
     for run, src in chosen.items():
