@@ -36,7 +36,7 @@ from advbn_aug.feature.hooks import OwnedHook, hook_owners, remove_hooks, traini
 from advbn_aug.split import resolve_layer
 
 __all__ = ["StatsAugmenter", "attached_augmenters", "instance_stats", "sample_beta", "check_probability",
-           "layout_field", "check_layout_option", "LAYOUT_HELP"]
+           "check_positive", "layout_field", "check_layout_option", "LAYOUT_HELP"]
 
 Params = dict[str, Any]
 _Read = Literal["nchw", "nhwc", "tokens"]  # how an output is read: its layout once resolved
@@ -91,6 +91,13 @@ def check_probability(p: float, name: str = "p") -> float:
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
     return float(p)
+
+
+def check_positive(value: float, name: str, meaning: str = "") -> float:
+    """``value`` as a float ``> 0`` (a bool is refused); raises ``ValueError`` naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be > 0{f' ({meaning})' if meaning else ''}, got {value!r}")
+    return float(value)
 
 
 def instance_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,7 @@ from advbn_aug.feature.base import (
     Params,
     StatsAugmenter,
     check_layout_option,
+    check_positive,
     check_probability,
     instance_stats,
     layout_field,
@@ -58,9 +59,7 @@ class DSUConfig(DictConfig):
 
     def __post_init__(self) -> None:
         self.p = check_probability(self.p)
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps!r}")
-        self.eps = float(self.eps)
+        self.eps = check_positive(self.eps, "eps")
         self.layout = check_layout_option(self.layout)
 
 

@@ -34,6 +34,7 @@ from advbn_aug.feature.base import (
     Params,
     StatsAugmenter,
     check_layout_option,
+    check_positive,
     check_probability,
     instance_stats,
     layout_field,
@@ -70,14 +71,11 @@ class MixStyleConfig(DictConfig):
 
     def __post_init__(self) -> None:
         self.p = check_probability(self.p)
-        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha > 0:
-            raise ValueError(f"alpha must be > 0 (Beta(alpha, alpha) concentration), got {self.alpha!r}")
-        if not isinstance(self.eps, (int, float)) or not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps!r}")
+        self.alpha = check_positive(self.alpha, "alpha", "Beta(alpha, alpha) concentration")
+        self.eps = check_positive(self.eps, "eps")
         if self.mode not in ("random", "crossdomain"):
             raise ValueError(f"mode must be 'random' or 'crossdomain', got {self.mode!r}")
         self.layout = check_layout_option(self.layout)
-        self.alpha, self.eps = float(self.alpha), float(self.eps)
 
 
 class MixStyle(StatsAugmenter):

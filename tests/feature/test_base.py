@@ -11,7 +11,7 @@ from scipy import stats
 from torch import nn
 
 from advbn_aug.feature.advbn import AdvBN
-from advbn_aug.feature.base import StatsAugmenter, attached_augmenters, sample_beta
+from advbn_aug.feature.base import StatsAugmenter, attached_augmenters, check_positive, sample_beta
 from advbn_aug.feature.dsu import DSU
 from advbn_aug.feature.mixstyle import MixStyle
 from advbn_aug.policy import FeatureAugmenter, Policy, PolicyConfig
@@ -391,3 +391,10 @@ def test_timm_swin_stage_is_refused_then_handled_with_layout_nhwc():
     assert policy.features[0][0].last_params["lam"].shape == (4,)
     assert policy.features[1][0].last_params["noise_mu"].shape == (4, 16)  # per channel C, not per row H
     policy.detach()
+
+
+def test_check_positive_names_the_option_and_refuses_bools():
+    assert check_positive(3, "eps") == 3.0 and isinstance(check_positive(3, "eps"), float)
+    for bad in (0, -1e-6, True, "1e-6", None, float("nan")):
+        with pytest.raises(ValueError, match=r"^alpha must be > 0 \(concentration\), got "):
+            check_positive(bad, "alpha", "concentration")

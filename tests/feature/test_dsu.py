@@ -87,7 +87,8 @@ def test_config_round_trip_and_errors():
     dsu = DSU.from_config(cfg.to_dict())
     assert dsu.config == cfg and "DSU(layer=2, p=0.25, eps=1e-05" in repr(dsu)
     assert DSUConfig() == DSUConfig(layer="layer1", p=0.5, eps=1e-6)
-    for bad, match in [({"p": 1.01}, "probability"), ({"eps": -1.0}, "eps"), ({"p": "0.5"}, "probability")]:
+    for bad, match in [({"p": 1.01}, "probability"), ({"eps": -1.0}, "eps"), ({"p": "0.5"}, "probability"),
+                       ({"eps": True}, "eps must be > 0, got True")]:
         with pytest.raises(ValueError, match=match):
             DSUConfig(**bad)
     with pytest.raises(ValueError, match="unknown DSUConfig keys"):

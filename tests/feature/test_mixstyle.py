@@ -127,7 +127,9 @@ def test_config_round_trip_and_errors(tmp_path):
     assert MixStyle.from_config(cfg).config == cfg
     assert MixStyleConfig() == MixStyleConfig(layer="layer1", p=0.5, alpha=0.1, eps=1e-6, mode="random")
     for bad, match in [({"mode": "halves"}, "mode"), ({"alpha": 0}, "alpha"), ({"p": 2}, "probability"),
-                       ({"eps": 0}, "eps"), ({"p": True}, "probability")]:
+                       ({"eps": 0}, "eps"), ({"p": True}, "probability"),
+                       # before: eps=True passed (a bool is an int) and became 1.0, unlike DSU's check
+                       ({"eps": True}, "eps must be > 0, got True"), ({"alpha": "0.1"}, "alpha must be > 0")]:
         with pytest.raises(ValueError, match=match):
             MixStyleConfig(**bad)
     with pytest.raises(ValueError, match="unknown MixStyleConfig keys"):
