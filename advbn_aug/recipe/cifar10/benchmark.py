@@ -11,12 +11,12 @@ from torch import nn
 from advbn_aug.models.cifar_resnet import CIFAR_RESNET_MEAN, CIFAR_RESNET_STD
 from advbn_aug.recipe.cifar10 import eval_modes
 from advbn_aug.recipe.cifar10.config import DEFAULT_ARMS, HYPOTHESES, RecipeConfig
+from advbn_aug.recipe.cifar10.corruption_cache import build_corruption_cache
 from advbn_aug.recipe.cifar10.data import RecipeData, deepaugment_data
 from advbn_aug.recipe.cifar10.evaluate import evaluate_cifar10
 from advbn_aug.recipe.cifar10.model import augment, cifar_prefix_modules, load_cifar_model
 from advbn_aug.recipe.cifar10.table import aggregate, short_table
 from advbn_aug.recipe.core.benchmark import Benchmark
-from advbn_aug.recipe.core.parallel import build_corruption_cache
 
 __all__ = ["cifar10_benchmark"]
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from advbn_aug.recipe.core.evidence import METRICS, Metrics, arm_metrics, evidence_matrix
+from advbn_aug.recipe.cifar10.metrics import CIFAR10_METRICS
+from advbn_aug.recipe.core.evidence import Metrics, arm_metrics, evidence_matrix
 
 __all__ = ["GeneratedSet", "run_set", "set_label", "main_set", "on_set", "pair_sets", "modes_and_evidence",
            "set_lines"]
@@ -112,7 +113,7 @@ def modes_and_evidence(by_arm: ByArm, comparisons: Comparisons, kinds: Sequence[
     its :func:`main_set`, :func:`~advbn_aug.recipe.core.evidence.evidence_matrix` with each kind's differences on
     same-set pairs (:func:`pair_sets`; each such cell names its ``set``), and the record of both per kind
     (``{extra: {"main", "runs": {set: ["arm/seed<k>"]}, "comparisons": {key: pair_sets(...) without seeds}}}``)."""
-    metrics = METRICS if metrics is None else metrics
+    metrics = CIFAR10_METRICS if metrics is None else metrics
     mains = {kind.extra: main_set(kind, by_arm) for kind in kinds}
     on_main, on_none = by_arm, by_arm
     for kind in kinds:

@@ -12,12 +12,12 @@ from typing import Any
 from advbn_aug.recipe.cifar10.config import HYPOTHESES, RecipeConfig, prefix_names
 from advbn_aug.recipe.cifar10.decoded import DECODED
 from advbn_aug.recipe.cifar10.generated_sets import modes_and_evidence, set_lines
+from advbn_aug.recipe.cifar10.metrics import CIFAR10_METRICS, EVIDENCE_PLOT_METRICS
 from advbn_aug.recipe.cifar10.stylized_sets import STYLIZED
 from advbn_aug.recipe.core.config import ArmConfig
 from advbn_aug.recipe.core.evidence import format_evidence
 from advbn_aug.recipe.core.evidence import interval_text as _interval_text
 from advbn_aug.recipe.core.evidence import stat as _stat
-from advbn_aug.recipe.core.evidence_plot import EVIDENCE_PLOT_METRICS
 from advbn_aug.recipe.core.plot import plot_table
 from advbn_aug.recipe.core.table import (
     cost_cells,
@@ -67,7 +67,7 @@ def aggregate(results: list[dict[str, Any]], cfg: RecipeConfig, output: Path, ar
            "runs": [{k: v for k, v in r.items() if k != "accuracy"} for r in results],
            "written": _dt.datetime.now().isoformat(timespec="seconds")}
     write_table_files(output, doc, format_table(doc, commands), by_arm, order, plot_table, HYPOTHESES,
-                      plot_rows=EVIDENCE_PLOT_METRICS)
+                      CIFAR10_METRICS, plot_rows=EVIDENCE_PLOT_METRICS)
     return doc
 
 
@@ -152,7 +152,7 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
         lines.append(head + " on these means." + _paired_text(v))
     if not h:
         lines.append("- not enough finished arms yet.")
-    evidence = format_evidence(doc, HYPOTHESES)
+    evidence = format_evidence(doc, HYPOTHESES, CIFAR10_METRICS)
     if evidence:
         lines += [""] + evidence
     for kind in _GENERATED:

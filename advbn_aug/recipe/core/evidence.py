@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["METRICS", "Metrics", "Comparisons", "metric_value", "stat", "confidence_interval", "interval_text",
+__all__ = ["Metrics", "Comparisons", "stat", "confidence_interval", "interval_text",
            "arm_metrics", "evidence_matrix", "format_evidence", "get_path", "adv_or_clean"]
 
 Result = dict[str, Any]
-# metric key -> (label, reader of one run's value); METRICS are the CIFAR-10 recipe's, other benchmarks pass theirs
+# metric key -> (label, reader of one run's value): each benchmark passes its own (cifar10/metrics.py, pacs/table.py)
 Metrics = dict[str, tuple[str, Callable[[Result], Any]]]
 # comparison key -> (arm, its control, label): the columns of the evidence matrix, in order
 Comparisons = dict[str, tuple[str, str, str]]
@@ -70,53 +70,8 @@ def adv_or_clean(*path: str, clean: tuple[str, ...]) -> Callable[[Result], float
     return get
 
 
-def _metrics(strengths: tuple[str, ...] = ("0.5", "0.75", "1")) -> dict[str, tuple[str, Callable[[Result], Any]]]:
-    m: dict[str, tuple[str, Callable[[Result], Any]]] = {
-        "clean": ("clean JPEG test", lambda r: get_path(r, "clean_acc_jpeg")),
-        "lossless": ("clean lossless-1k", lambda r: get_path(r, "clean_acc_lossless")),
-        "mca": ("mCA", lambda r: get_path(r, "mca")),
-        "clean_adv": ("clean JPEG test, adversarial BN",
-                      adv_or_clean("adv_route", "clean_acc_jpeg", clean=("clean_acc_jpeg",))),
-        "mca_adv": ("mCA, adversarial BN", adv_or_clean("adv_route", "mca", clean=("mca",))),
-    }
-    for mode in ("none", "full", "online"):
-        m[f"mca_tta_{mode}"] = (f"mCA, TTA {mode} (TTA subset)",
-                                lambda r, mode=mode: get_path(r, "extras", "tta", "modes", mode, "mca"))
-        m[f"clean_tta_{mode}"] = (f"clean, TTA {mode} (TTA subset)",
-                                  lambda r, mode=mode: get_path(r, "extras", "tta", "modes", mode, "clean_acc"))
-    m["stylized"] = ("Stylized-CIFAR-10 (mean over strengths)",
-                     lambda r: get_path(r, "extras", "stylized", "clean", "none", "mean"))
-    for s in strengths:
-        m[f"stylized_{s}"] = (f"Stylized-CIFAR-10, strength {s}",
-                              lambda r, s=s: get_path(r, "extras", "stylized", "clean", "none", "accuracy", s))
-    m["stylized_adv"] = ("Stylized-CIFAR-10 (mean), adversarial BN",
-                         adv_or_clean("stylized", "adv", "none", "mean",
-                                       clean=("extras", "stylized", "clean", "none", "mean")))
-    for mode in ("full", "online"):
-        m[f"stylized_tta_{mode}"] = (f"Stylized-CIFAR-10 (mean), TTA {mode}",
-                                     lambda r, mode=mode: get_path(r, "extras", "stylized", "clean", mode, "mean"))
-    for variant, label in (("advbn", "AdvBN-perturbed"), ("adain", "AdaIN-swapped"), ("reconstruct", "reconstructed")):
-        m[f"decoded_{variant}"] = (f"decoded {label} test images",
-                                   lambda r, v=variant: get_path(r, "extras", "decoded", "clean", v))
-        m[f"decoded_{variant}_adv"] = (f"decoded {label} test images, adversarial BN",
-                                       adv_or_clean("decoded", "adv", variant,
-                                                     clean=("extras", "decoded", "clean", variant)))
-    return m
-
-
-METRICS = _metrics()
-
-
-def metric_value(r: Result, key: str) -> float | None:
-    """Metric ``key`` of run result ``r`` (a fraction), or ``None`` when the run lacks it."""
-    return METRICS[key][1](r)
-
-
-def arm_metrics(by_arm: dict[str, list[Result]], metrics: Metrics | None = None
-                ) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{arm: {metric: stat over the seeds that have it}}`` (metrics no seed has are left out; ``metrics``:
-    default :data:`METRICS`)."""
-    metrics = METRICS if metrics is None else metrics
+def arm_metrics(by_arm: dict[str, list[Result]], metrics: Metrics) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{arm: {metric: stat over the seeds that have it}}`` (metrics no seed has are left out)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     # an adversarial-route metric without any AdvBN value would only repeat the clean route's numbers
     shown = {key for key, (_, read) in metrics.items() if not getattr(read, "adv_route", False)
@@ -132,10 +87,9 @@ def arm_metrics(by_arm: dict[str, list[Result]], metrics: Metrics | None = None
 
 
 def evidence_matrix(by_arm: dict[str, list[Result]], comparisons: Comparisons,
-                    metrics: Metrics | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+                    metrics: Metrics) -> dict[str, dict[str, dict[str, Any]]]:
     """``{comparison: {metric: {mean, std, n, seeds, lo, hi, excludes_zero}}}`` of per-seed differences
     ``a - b`` over the seeds where both arms have the metric (comparisons: ``key -> (a, b, label)``)."""
-    metrics = METRICS if metrics is None else metrics
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for key, (a, b, _) in comparisons.items():
         ra, rb = ({r["seed"]: r for r in by_arm.get(x, [])} for x in (a, b))
@@ -162,10 +116,9 @@ def _cell(c: dict[str, Any] | None) -> str:
     return f"{100 * c['mean']:+.2f} [{100 * c['lo']:+.2f}, {100 * c['hi']:+.2f}] (n={c['n']}){mark}"
 
 
-def format_evidence(doc: dict[str, Any], comparisons: Comparisons,
-                    metrics: Metrics | None = None, title: str = "Evaluation modes") -> list[str]:
+def format_evidence(doc: dict[str, Any], comparisons: Comparisons, metrics: Metrics,
+                    title: str = "Evaluation modes") -> list[str]:
     """Markdown lines: the per-arm means of every evaluation mode, then the paired-difference matrix."""
-    metrics = METRICS if metrics is None else metrics
     modes, ev = doc.get("modes", {}), doc.get("evidence", {})
     keys = [m for m in metrics if any(m in row for row in modes.values())]
     if not keys:

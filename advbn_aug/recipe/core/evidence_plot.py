@@ -10,12 +10,7 @@ from typing import Any
 
 from advbn_aug.recipe.core.plot import save_chart
 
-__all__ = ["plot_evidence", "panel_seeds", "EVIDENCE_PLOT_METRICS"]
-
-# the CIFAR-10 recipe's rows: each hypothesis on clean, lossless, corruptions and style, through both BN routes and
-# with and without test-time adaptation (the full matrix is in results.md)
-EVIDENCE_PLOT_METRICS = ("clean", "lossless", "mca", "clean_adv", "mca_adv", "mca_tta_none", "mca_tta_full",
-                         "mca_tta_online", "stylized", "stylized_adv", "stylized_tta_full", "decoded_advbn")
+__all__ = ["plot_evidence", "panel_seeds"]
 
 
 def panel_seeds(cells: dict[str, dict[str, Any]], rows: Sequence[str]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from advbn_aug.recipe.core.config import ArmConfig
-from advbn_aug.recipe.core.evidence import METRICS, Comparisons, Metrics, stat
+from advbn_aug.recipe.core.evidence import Comparisons, Metrics, stat
 from advbn_aug.recipe.core.evidence_plot import plot_evidence
 
 __all__ = ["group_by_arm", "run_devices", "run_facts", "model_lines", "missing_runs", "write_table_files",
@@ -81,7 +81,9 @@ def write_table_files(output: Path, doc: dict[str, Any], markdown: str, by_arm: 
                       metrics: Metrics | None = None, plot_rows: Sequence[str] | None = None) -> None:
     """``results.json``, ``results.md``, ``sha256.txt`` and ``results.png`` (``plot(doc, path)``) in ``output``;
     with ``comparisons``, also ``evidence.png``, the forest plot of ``doc["evidence"]`` (rows ``plot_rows`` of
-    ``metrics``, default the CIFAR-10 recipe's)."""
+    ``metrics``, which labels them; required with ``comparisons``)."""
+    if comparisons is not None and metrics is None:
+        raise ValueError("write_table_files: pass the benchmark's metrics with comparisons (they label evidence.png)")
     output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(doc, indent=1))
     (output / "results.md").write_text(markdown)
@@ -89,7 +91,7 @@ def write_table_files(output: Path, doc: dict[str, Any], markdown: str, by_arm: 
                                                for a in order for r in sorted(by_arm[a], key=lambda r: r["seed"])))
     plots = [("results.png", lambda path: plot(doc, path))]
     if comparisons is not None:
-        labels = {k: label for k, (label, _) in (METRICS if metrics is None else metrics).items()}
+        labels = {k: label for k, (label, _) in (metrics or {}).items()}
         plots.append(("evidence.png", lambda path: plot_evidence(doc.get("evidence", {}), comparisons, labels, path,
                                                                  plot_rows)))
     for name, draw in plots:

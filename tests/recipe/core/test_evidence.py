@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from advbn_aug.recipe.cifar10.metrics import CIFAR10_METRICS as METRICS  # a real benchmark's metrics as the fixture
+
 
 def _run(arm: str, seed: int, mca: float, *, advbn: bool = False, adv_mca: float | None = None,
          stylized: float | None = None) -> dict:
@@ -24,7 +26,7 @@ def test_paired_differences_match_a_hand_computation():
 
     std = [_run("standard", s, m) for s, m in enumerate([0.60, 0.62, 0.61])]
     adv = [_run("advbn", s, m, advbn=True, adv_mca=m - 0.05) for s, m in enumerate([0.61, 0.63, 0.63])]
-    ev = evidence_matrix({"standard": std, "advbn": adv}, {"h": ("advbn", "standard", "AdvBN vs standard")})
+    ev = evidence_matrix({"standard": std, "advbn": adv}, {"h": ("advbn", "standard", "AdvBN vs standard")}, METRICS)
     cell = ev["h"]["mca"]  # differences 0.01, 0.01, 0.02: mean 0.01333, sd 0.00577, t(0.975, 2) = 4.3027
     half = 4.3027 * 0.0057735 / 3 ** 0.5
     assert cell["mean"] == pytest.approx(0.013333, abs=1e-6) and cell["seeds"] == [0, 1, 2]
@@ -42,7 +44,7 @@ def test_a_consistent_difference_excludes_zero_and_missing_seeds_are_skipped():
 
     std = [_run("standard", s, 0.6 + 0.01 * s, stylized=0.3) for s in range(5)]
     adv = [_run("advbn", s, 0.62 + 0.01 * s + 0.001 * (s % 2), advbn=True, stylized=0.33) for s in range(4)]
-    ev = evidence_matrix({"standard": std, "advbn": adv}, {"h": ("advbn", "standard", "x")})
+    ev = evidence_matrix({"standard": std, "advbn": adv}, {"h": ("advbn", "standard", "x")}, METRICS)
     assert ev["h"]["mca"]["n"] == 4 and ev["h"]["mca"]["excludes_zero"] is True
     assert ev["h"]["stylized"]["mean"] == pytest.approx(0.03)
     assert ev["h"]["stylized_1"]["mean"] == pytest.approx(0.03)
@@ -51,18 +53,18 @@ def test_a_consistent_difference_excludes_zero_and_missing_seeds_are_skipped():
 
 
 def test_markdown_has_one_row_per_available_metric():
-    from advbn_aug.recipe.core.evidence import METRICS, arm_metrics, evidence_matrix, format_evidence
+    from advbn_aug.recipe.core.evidence import arm_metrics, evidence_matrix, format_evidence
 
     by_arm = {"standard": [_run("standard", s, 0.6, stylized=0.3) for s in range(2)],
               "advbn": [_run("advbn", s, 0.61, advbn=True, adv_mca=0.58, stylized=0.31) for s in range(2)]}
     comparisons = {"h": ("advbn", "standard", "AdvBN vs standard")}
-    doc = {"modes": arm_metrics(by_arm), "evidence": evidence_matrix(by_arm, comparisons)}
-    lines = format_evidence(doc, comparisons)
+    doc = {"modes": arm_metrics(by_arm, METRICS), "evidence": evidence_matrix(by_arm, comparisons, METRICS)}
+    lines = format_evidence(doc, comparisons, METRICS)
     text = "\n".join(lines)
     assert "| AdvBN vs standard |" in text
     assert text.count(f"| {METRICS['mca_adv'][0]} |") == 2  # once in the means, once in the differences
     assert METRICS["mca_tta_full"][0] not in text
-    assert format_evidence({"modes": {}, "evidence": {}}, comparisons) == []
+    assert format_evidence({"modes": {}, "evidence": {}}, comparisons, METRICS) == []
 
 
 def test_adversarial_route_rows_need_an_advbn_value():
@@ -70,8 +72,8 @@ def test_adversarial_route_rows_need_an_advbn_value():
     from advbn_aug.recipe.core.evidence import arm_metrics
 
     by_arm = {"standard": [_run("standard", 0, 0.6)], "advbn": [_run("advbn", 0, 0.61, advbn=True)]}
-    rows = arm_metrics(by_arm)
+    rows = arm_metrics(by_arm, METRICS)
     assert "mca" in rows["standard"] and "mca_adv" not in rows["standard"] and "mca_adv" not in rows["advbn"]
     by_arm["advbn"] = [_run("advbn", 0, 0.61, advbn=True, adv_mca=0.58)]
-    rows = arm_metrics(by_arm)
+    rows = arm_metrics(by_arm, METRICS)
     assert rows["standard"]["mca_adv"]["mean"] == 0.6 and rows["advbn"]["mca_adv"]["mean"] == 0.58

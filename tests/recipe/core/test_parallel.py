@@ -95,20 +95,3 @@ def test_gpu_command_tiny_on_cpu_two_workers_share_the_runs(tmp_path, capfd):
     assert doc["devices"] == {"cpu": 4} and set(doc["arms"]) == {"standard", "mixstyle"} and not doc["missing"]
     assert "Trained on: cpu (4 runs)." in (out / "results.md").read_text()
     assert len((out / "logs" / "commands.log").read_text().splitlines()) == 1
-
-
-def test_corruption_cache_built_by_a_pool_is_the_one_the_evaluation_reads(tmp_path):
-    """The workers' corruption sets, made first by a process pool, are found by the evaluation's own call (same
-    key) and equal to what it would generate; a second build generates nothing."""
-    import numpy as np
-
-    from advbn_aug.eval.datasets import corrupted_set
-    from advbn_aug.recipe.core.parallel import build_corruption_cache
-
-    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    assert build_corruption_cache(images, ["gaussian_noise", "contrast"], [1, 3], str(tmp_path), processes=2) == 4
-    for c in ("gaussian_noise", "contrast"):
-        for s in (1, 3):
-            cached, hit = corrupted_set(images, c, s, dataset="cifar10", cache_dir=tmp_path)
-            assert hit and np.array_equal(cached, corrupted_set(images, c, s, dataset="cifar10", use_cache=False)[0])
-    assert build_corruption_cache(images, ["gaussian_noise", "contrast"], [1, 3], str(tmp_path), processes=1) == 0

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from advbn_aug.recipe.core import table as tb
 from advbn_aug.recipe.core.config import ArmConfig
 
@@ -99,3 +101,12 @@ def test_write_table_files_writes_every_file_and_a_failing_chart_only_warns(tmp_
         tb.write_table_files(tmp_path / "b", doc, "", by_arm, order, broken)
     assert (tmp_path / "b" / "results.json").is_file() and not (tmp_path / "b" / "results.png").exists()
     assert "could not write results.png: no display" in caplog.text
+
+
+def test_write_table_files_needs_the_benchmarks_metrics_with_comparisons(tmp_path):
+    """Core knows no benchmark's metrics: comparisons without them would label evidence.png with nothing; refused
+    before any file is written."""
+    by_arm, order = tb.group_by_arm([_run("standard", 0)], ["standard"])
+    with pytest.raises(ValueError, match="pass the benchmark's metrics with comparisons"):
+        tb.write_table_files(tmp_path / "t", {}, "", by_arm, order, lambda d, p: None, {"h": ("a", "b", "x")})
+    assert not (tmp_path / "t").exists()
