@@ -36,7 +36,7 @@ from advbn_aug.recipe.core.table import (
 from advbn_aug.recipe.pacs.config import PACS_COMPARISONS, PACSConfig, pacs_prefix_names
 
 __all__ = ["pacs_metrics", "aggregate_pacs", "format_pacs_table", "short_table_pacs", "plot_pacs", "pacs_headline",
-           "HEADLINE_RULE"]
+           "pacs_plot_rows", "HEADLINE_RULE"]
 
 # the two weights of a run: metric key prefix, result.json location of the clean route, label
 _WEIGHTS = (("", (), ""), ("ema_", ("ema",), "EMA, "))
@@ -63,6 +63,12 @@ def pacs_metrics(targets: Sequence[str], val: bool = False) -> Metrics:
             m[f"{prefix}val"] = (f"{wlabel}source crossval (not used for selection)",
                                  lambda r, p=(*at, "val_acc"): get_path(r, *p))
     return m
+
+
+def pacs_plot_rows(metrics: Metrics, targets: Sequence[str]) -> list[str]:
+    """The rows of ``evidence.png``: every metric, less the mean over targets when there is one target (leave-one-out:
+    it would repeat that target's row)."""
+    return [k for k in metrics if len(targets) > 1 or not k.removeprefix("ema_").startswith("mean")]
 
 
 def pacs_headline(standard_runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -96,7 +102,7 @@ def aggregate_pacs(results: list[dict[str, Any]], cfg: PACSConfig, output: Path,
            "evidence": evidence_matrix(by_arm, PACS_COMPARISONS, metrics),
            "runs": results, "written": _dt.datetime.now().isoformat(timespec="seconds")}
     write_table_files(output, doc, format_pacs_table(doc, commands), by_arm, order, plot_pacs, PACS_COMPARISONS,
-                      metrics)
+                      metrics, plot_rows=pacs_plot_rows(metrics, cfg.targets()))
     return doc
 
 

@@ -104,3 +104,18 @@ def test_table_without_weight_averaging_has_no_ema_section(tmp_path):
     text = (tmp_path / "results.md").read_text()
     assert doc["headline"]["weights"] is None and "EMA" not in text and "Headline" not in text
     assert not any(k.startswith("ema_") for k in doc["modes"]["standard"])
+
+
+def test_evidence_plot_drops_the_mean_row_for_one_target(tmp_path, monkeypatch):
+    """Leave-one-out has one target: its 'mean' rows would repeat the target's rows in evidence.png."""
+    from advbn_aug.recipe.core import table as core_table
+    from advbn_aug.recipe.pacs.config import PACS_LOO_SKETCH
+    from advbn_aug.recipe.pacs.table import aggregate_pacs, pacs_metrics, pacs_plot_rows
+
+    drawn = []
+    monkeypatch.setattr(core_table, "plot_evidence", lambda ev, comps, labels, path, rows: drawn.append(list(rows)))
+    aggregate_pacs(_loo_runs({0: 0.0, 1: 0.01, 2: 0.0}), PACS_LOO_SKETCH.with_overrides(arms=["standard", "advbn"]),
+                   tmp_path, ["standard", "advbn"])
+    assert drawn == [["sketch", "sketch_adv", "val", "ema_sketch", "ema_sketch_adv", "ema_val"]]
+    three = pacs_metrics(["art_painting", "cartoon", "sketch"])
+    assert pacs_plot_rows(three, ["art_painting", "cartoon", "sketch"]) == list(three)  # the mean of three stays
