@@ -85,7 +85,9 @@ def write_table_files(output: Path, doc: dict[str, Any], markdown: str, by_arm: 
     if comparisons is not None and metrics is None:
         raise ValueError("write_table_files: pass the benchmark's metrics with comparisons (they label evidence.png)")
     output.mkdir(parents=True, exist_ok=True)
-    (output / "results.json").write_text(json.dumps(doc, indent=1))
+    # compact: results.md is the file people read, and every run's record is here again (the tree must stay small
+    # enough to travel to the GPU machine)
+    (output / "results.json").write_text(json.dumps(doc, separators=(",", ":")))
     (output / "results.md").write_text(markdown)
     (output / "sha256.txt").write_text("".join(f"{r['sha256']}  {r['arm']['name']}/seed{r['seed']}/model.pt\n"
                                                for a in order for r in sorted(by_arm[a], key=lambda r: r["seed"])))
