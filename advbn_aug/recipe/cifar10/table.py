@@ -20,7 +20,9 @@ from advbn_aug.recipe.core.evidence import interval_text as _interval_text
 from advbn_aug.recipe.core.evidence import stat as _stat
 from advbn_aug.recipe.core.plot import plot_table
 from advbn_aug.recipe.core.table import (
+    UNPAIRED_NOTE,
     cost_cells,
+    delta_cell,
     fmt_stat,
     group_by_arm,
     missing_runs,
@@ -130,13 +132,12 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
              "train cost vs standard | code |",
              "|---|---|" + "---|" * len(_COLUMNS) + "---|---|---|---|"]
     arms = doc["arms"]
-    base = arms.get("standard", {}).get("mca")
     for a, row in arms.items():
         cells = [fmt_stat(row.get(k), signed=k == "jpeg_gap") for k, _ in _COLUMNS]
-        dm = "-"
-        if base is not None and "mca" in row and a != "standard":
-            dm = f"{100 * (row['mca']['mean'] - base['mean']):+.2f}"
-        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {dm} | {cost_cells(arms, row)} |")
+        lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {delta_cell(arms, a, 'mca')} | "
+                     f"{cost_cells(arms, row)} |")
+    if any(delta_cell(arms, a, "mca").endswith("†") for a in arms):
+        lines += ["", UNPAIRED_NOTE]
     lines += ["", "## Hypotheses", ""]
     h = doc["hypotheses"]
     for key, (_, _, label) in HYPOTHESES.items():

@@ -15,7 +15,7 @@ from advbn_aug.recipe.core.evidence import Comparisons, Metrics, stat
 from advbn_aug.recipe.core.evidence_plot import plot_evidence
 
 __all__ = ["group_by_arm", "run_devices", "run_facts", "model_lines", "missing_runs", "write_table_files",
-           "cost_cells", "commit_label", "fmt_stat"]
+           "cost_cells", "delta_cell", "UNPAIRED_NOTE", "commit_label", "fmt_stat"]
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -93,7 +93,7 @@ def write_table_files(output: Path, doc: dict[str, Any], markdown: str, by_arm: 
                                                for a in order for r in sorted(by_arm[a], key=lambda r: r["seed"])))
     plots = [("results.png", lambda path: plot(doc, path))]
     if comparisons is not None:
-        labels = {k: label for k, (label, _) in (metrics or {}).items()}
+        labels = {k: label for k, (label, _) in metrics.items()}
         plots.append(("evidence.png", lambda path: plot_evidence(doc.get("evidence", {}), comparisons, labels, path,
                                                                  plot_rows)))
     for name, draw in plots:
@@ -110,6 +110,20 @@ def cost_cells(arms: dict[str, Any], row: dict[str, Any]) -> str:
     cost = f"{secs / base_s:.2f}x" if base_s and secs else "-"
     code = ", ".join(row.get("code", [])) or "unrecorded"
     return f"{secs:.0f} | {cost} | {code}"
+
+
+UNPAIRED_NOTE = ("† this arm's seeds differ from the standard arm's: the Δ column is a difference of means over "
+                 "different seeds; the paired differences below use the shared seeds only.")
+
+
+def delta_cell(arms: dict[str, Any], arm: str, key: str, base: str = "standard") -> str:
+    """The main table's ``Δ <key> vs <base>`` cell in points: ``+1.23``, ``+1.23†`` when the two arms' seeds differ
+    (a difference of means, not paired: :data:`UNPAIRED_NOTE`), ``-`` for the base arm or a missing value."""
+    row, ref = arms.get(arm, {}), arms.get(base, {})
+    if arm == base or key not in row or key not in ref:
+        return "-"
+    mark = "" if sorted(row.get("seeds", [])) == sorted(ref.get("seeds", [])) else "†"
+    return f"{100 * (row[key]['mean'] - ref[key]['mean']):+.2f}{mark}"
 
 
 def commit_label(code: dict[str, Any] | None) -> str:

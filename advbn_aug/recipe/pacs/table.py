@@ -25,7 +25,9 @@ from advbn_aug.recipe.core.evidence import (
 )
 from advbn_aug.recipe.core.plot import save_chart
 from advbn_aug.recipe.core.table import (
+    UNPAIRED_NOTE,
     cost_cells,
+    delta_cell,
     fmt_stat,
     group_by_arm,
     missing_runs,
@@ -149,14 +151,15 @@ def _weights_table(doc: dict[str, Any], prefix: str, title: str) -> list[str]:
              + " | mean, adv BN | Δ mean vs standard" + (" | source crossval" if val else "")
              + (" | train s/run | train cost vs standard | code |" if not prefix else " |"),
              "|---|---|" + "---|" * (len(cols) + 2 + val + (3 if not prefix else 0))]
-    base = arms.get("standard", {}).get(f"{prefix}mean")
     for a, row in rows:
         m = row[f"{prefix}mean"]
-        dm = f"{100 * (m['mean'] - base['mean']):+.2f}" if base and a != "standard" else "-"
+        dm = delta_cell(arms, a, f"{prefix}mean")
         adv = fmt_stat(row.get(f"{prefix}mean_adv")) if row.get("advbn") else "-"
         lines.append(f"| {a} | {m['n']} | " + " | ".join(fmt_stat(row.get(c)) for c in cols) + f" | {adv} | {dm}"
                      + (f" | {fmt_stat(row.get(f'{prefix}val'))}" if val else "")
                      + (f" | {cost_cells(arms, row)} |" if not prefix else " |"))
+    if any(delta_cell(arms, a, f"{prefix}mean").endswith("†") for a, _ in rows):
+        lines += ["", UNPAIRED_NOTE]
     return lines + [""]
 
 

@@ -68,6 +68,18 @@ def test_cost_cells_compare_with_the_standard_arm():
     assert tb.cost_cells({}, {"train_seconds": {"mean": 250.0}}) == "250 | - | unrecorded"  # no standard arm
 
 
+def test_delta_cell_marks_a_difference_of_means_over_different_seeds():
+    def row(seeds, mean):
+        return {"seeds": seeds, "mca": {"mean": mean, "std": 0.0, "n": len(seeds)}}
+
+    arms = {"standard": row([0, 1, 2], 0.50), "same": row([2, 0, 1], 0.52), "short": row([0, 1], 0.53),
+            "none": {"seeds": [0]}}
+    assert tb.delta_cell(arms, "same", "mca") == "+2.00"  # the same seeds in any order: no mark
+    assert tb.delta_cell(arms, "short", "mca") == "+3.00†"
+    assert tb.delta_cell(arms, "standard", "mca") == "-" and tb.delta_cell(arms, "none", "mca") == "-"
+    assert tb.delta_cell({"short": arms["short"]}, "short", "mca") == "-"  # no standard arm
+
+
 def test_fmt_stat():
     assert tb.fmt_stat(None) == tb.fmt_stat({}) == "-"
     assert tb.fmt_stat({"mean": 0.12345, "std": 0.01, "n": 1}) == "12.35"  # one value: no spread

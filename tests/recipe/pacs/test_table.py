@@ -119,3 +119,21 @@ def test_evidence_plot_drops_the_mean_row_for_one_target(tmp_path, monkeypatch):
     assert drawn == [["sketch", "sketch_adv", "val", "ema_sketch", "ema_sketch_adv", "ema_val"]]
     three = pacs_metrics(["art_painting", "cartoon", "sketch"])
     assert pacs_plot_rows(three, ["art_painting", "cartoon", "sketch"]) == list(three)  # the mean of three stays
+
+
+def test_delta_column_marks_an_arm_short_of_seeds(tmp_path):
+    """An arm with fewer seeds than standard: its Δ cell is a difference of means over other seeds, and says so."""
+    from advbn_aug.recipe.core.table import UNPAIRED_NOTE
+    from advbn_aug.recipe.pacs.config import PACS_LOO_SKETCH
+    from advbn_aug.recipe.pacs.table import aggregate_pacs
+
+    cfg = PACS_LOO_SKETCH.with_overrides(arms=["standard", "advbn"])
+    runs = [r for r in _loo_runs({0: 0.0, 1: 0.0, 2: 0.0}) if r["arm"]["name"] == "standard" or r["seed"] < 2]
+    doc = aggregate_pacs(runs, cfg, tmp_path, ["standard", "advbn"])
+    text = (tmp_path / "results.md").read_text()
+    # means 0.34 (3 seeds) vs 0.34 (seeds 0-1 + 0.02): +2.00 paired, but the means differ by 0.0
+    assert doc["evidence"]["advbn_vs_standard"]["sketch"]["mean"] == pytest.approx(0.02)
+    assert "| advbn | 2 |" in text and "0.00†" in text and UNPAIRED_NOTE in text
+    doc = aggregate_pacs(_loo_runs({0: 0.0, 1: 0.0, 2: 0.0}), cfg, tmp_path, ["standard", "advbn"])
+    text = (tmp_path / "results.md").read_text()
+    assert "+2.00 |" in text and "†" not in text and UNPAIRED_NOTE not in text
