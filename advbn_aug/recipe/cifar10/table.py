@@ -20,7 +20,6 @@ from advbn_aug.recipe.core.evidence import interval_text as _interval_text
 from advbn_aug.recipe.core.evidence import stat as _stat
 from advbn_aug.recipe.core.plot import plot_table
 from advbn_aug.recipe.core.table import (
-    UNPAIRED_NOTE,
     cost_cells,
     delta_cell,
     fmt_stat,
@@ -29,6 +28,7 @@ from advbn_aug.recipe.core.table import (
     model_lines,
     run_devices,
     run_facts,
+    unpaired_note,
     write_table_files,
 )
 
@@ -136,8 +136,7 @@ def format_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
         cells = [fmt_stat(row.get(k), signed=k == "jpeg_gap") for k, _ in _COLUMNS]
         lines.append(f"| {a} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {delta_cell(arms, a, 'mca')} | "
                      f"{cost_cells(arms, row)} |")
-    if any(delta_cell(arms, a, "mca").endswith("†") for a in arms):
-        lines += ["", UNPAIRED_NOTE]
+    lines += unpaired_note(arms, list(arms), "mca")
     lines += ["", "## Hypotheses", ""]
     h = doc["hypotheses"]
     for key, (_, _, label) in HYPOTHESES.items():

@@ -15,7 +15,7 @@ from advbn_aug.recipe.core.evidence import Comparisons, Metrics, stat
 from advbn_aug.recipe.core.evidence_plot import plot_evidence
 
 __all__ = ["group_by_arm", "run_devices", "run_facts", "model_lines", "missing_runs", "write_table_files",
-           "cost_cells", "delta_cell", "UNPAIRED_NOTE", "commit_label", "fmt_stat"]
+           "cost_cells", "delta_cell", "unpaired_note", "UNPAIRED_NOTE", "commit_label", "fmt_stat"]
 
 log = logging.getLogger("advbn_aug.recipe")  # one logger for the whole recipe (run logs attach to it)
 
@@ -124,6 +124,11 @@ def delta_cell(arms: dict[str, Any], arm: str, key: str, base: str = "standard")
         return "-"
     mark = "" if sorted(row.get("seeds", [])) == sorted(ref.get("seeds", [])) else "†"
     return f"{100 * (row[key]['mean'] - ref[key]['mean']):+.2f}{mark}"
+
+
+def unpaired_note(arms: dict[str, Any], arms_shown: Sequence[str], key: str) -> list[str]:
+    """``["", UNPAIRED_NOTE]`` under a main table when an arm of ``arms_shown`` has a † in its ``key`` cell, else []."""
+    return ["", UNPAIRED_NOTE] if any(delta_cell(arms, a, key).endswith("†") for a in arms_shown) else []
 
 
 def commit_label(code: dict[str, Any] | None) -> str:

@@ -25,7 +25,6 @@ from advbn_aug.recipe.core.evidence import (
 )
 from advbn_aug.recipe.core.plot import save_chart
 from advbn_aug.recipe.core.table import (
-    UNPAIRED_NOTE,
     cost_cells,
     delta_cell,
     fmt_stat,
@@ -33,6 +32,7 @@ from advbn_aug.recipe.core.table import (
     missing_runs,
     model_lines,
     run_facts,
+    unpaired_note,
     write_table_files,
 )
 from advbn_aug.recipe.pacs.config import PACS_COMPARISONS, PACSConfig, pacs_prefix_names
@@ -158,9 +158,7 @@ def _weights_table(doc: dict[str, Any], prefix: str, title: str) -> list[str]:
         lines.append(f"| {a} | {m['n']} | " + " | ".join(fmt_stat(row.get(c)) for c in cols) + f" | {adv} | {dm}"
                      + (f" | {fmt_stat(row.get(f'{prefix}val'))}" if val else "")
                      + (f" | {cost_cells(arms, row)} |" if not prefix else " |"))
-    if any(delta_cell(arms, a, f"{prefix}mean").endswith("†") for a, _ in rows):
-        lines += ["", UNPAIRED_NOTE]
-    return lines + [""]
+    return lines + unpaired_note(arms, [a for a, _ in rows], f"{prefix}mean") + [""]
 
 
 def format_pacs_table(doc: dict[str, Any], commands: Sequence[str] = ()) -> str:
